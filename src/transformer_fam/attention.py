@@ -1,0 +1,165 @@
+"""The attention patterns on q/k/v tensors: RoPE, causal, block windows, the FAM update.
+
+Everything here is a pure function of tensors. Shapes use B batch, H query heads, Hk key/value
+heads, T new tokens, L block size, m memory segments, F FAM length, hd head dim, nb blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------------------------
+# RoPE with exact positions
+# ----------------------------------------------------------------------------------------------
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """Inverse frequencies (head_dim/2,) in float64, with optional linear / llama3 scaling."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim))
+    if not scaling:
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "linear":
+        return inv_freq / float(scaling["factor"])
+    if kind == "llama3":  # Llama 3.1 wavelength-dependent interpolation
+        factor = float(scaling["factor"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_len = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
+    """cos, sin of shape (*positions.shape, hd) for integer positions.
+
+    Angles are formed and reduced modulo 2*pi in float64, so a block's rotation is as exact at
+    position 10M as at 0 (float32 angles lose ~0.06 rad there).
+    """
+    angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(positions.device)
+    angles = torch.remainder(angles, 2 * math.pi)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., T, hd) by cos/sin (T, hd) (Llama's rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------------------------
+# Block plan: how the new tokens of one call fall into blocks
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class BlockPlan:
+    """Where the T new tokens of a call sit relative to the block grid (shared by all layers).
+
+    The call continues a stream whose current partial block already holds ``cached`` tokens.
+    Touched blocks ``0..nb-1`` (local numbering) start at that partial block; the first
+    ``n_complete`` of them are complete after this call and get a FAM update.
+    """
+
+    block_size: int
+    mem_segments: int
+    fam_length: int  # 0 in bswa mode (no FAM columns in the mask)
+    cached: int  # tokens of the partial block held in the cache (0 <= cached < L)
+    new: int  # T
+    mem_valid: int  # how many of the m memory slots hold real blocks before local block 0
+    nb: int
+    n_complete: int
+    query_rows: int  # query rows per block in the attention (L, or T when nb == 1)
+    query_start: int  # row of the first new token inside block 0
+    mask: torch.Tensor  # (nb, 1, query_rows, m*L + F + L) bool, True = attend
+
+    @classmethod
+    def make(cls, block_size: int, mem_segments: int, fam_length: int, cached: int, new: int,
+             mem_valid: int, device) -> "BlockPlan":
+        L, m, Fl = block_size, mem_segments, fam_length
+        nb = -(-(cached + new) // L)
+        n_complete = (cached + new) // L
+        if nb == 1:
+            query_rows, query_start = new, cached
+        else:
+            query_rows, query_start = L, 0
+        # Query row r of local block i has in-block index qi = r + query_start (block 0 only
+        # when nb == 1). Keys: m*L memory (slot s holds the block i-m+s), F FAM, L current.
+        rows = torch.arange(query_rows, device=device) + query_start  # (R,)
+        cur = torch.arange(L, device=device)
+        block = torch.arange(nb, device=device)
+        valid_len = torch.clamp(cached + new - block * L, max=L)  # keys present per block
+        cur_ok = (cur[None, None, :] <= rows[None, :, None]) & (cur[None, None, :] < valid_len[:, None, None])
+        slot = torch.arange(m, device=device)
+        mem_ok = (block[:, None] - m + slot[None, :]) >= -mem_valid  # (nb, m)
+        mem_ok = mem_ok[:, :, None].expand(nb, m, L).reshape(nb, 1, m * L).expand(nb, query_rows, m * L)
+        fam_ok = torch.ones(nb, query_rows, Fl, dtype=torch.bool, device=device)
+        mask = torch.cat((mem_ok, fam_ok, cur_ok.expand(nb, query_rows, L)), dim=-1)
+        return cls(L, m, Fl, cached, new, mem_valid, nb, n_complete, query_rows, query_start,
+                   mask[:, None])
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    # (B, nb, h, S, hd) -> (B*nb, h, S, hd): 4-D inputs take SDPA's fused CPU kernel
+    return x.reshape(-1, *x.shape[2:])
+
+
+def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
+                     fam_k: torch.Tensor | None, fam_v: torch.Tensor | None,
+                     plan: BlockPlan) -> torch.Tensor:
+    """Block sliding window attention, optionally with the previous FAM of each block.
+
+    Args:
+        q: (B, H, T, hd) queries of the new tokens.
+        k_seq, v_seq: (B, Hk, m*L + nb*L, hd) memory blocks, then the touched blocks (partial
+            cached tokens, new tokens, zero padding to a whole block).
+        fam_k, fam_v: (B, Hk, nb, F, hd) keys/values of the FAM each touched block sees, or None.
+    Returns:
+        (B, H, T, hd)
+    """
+    B, H, T, hd = q.shape
+    L, m, nb, R = plan.block_size, plan.mem_segments, plan.nb, plan.query_rows
+    Hk = k_seq.shape[1]
+    if nb == 1:
+        qb = q[:, :, None]  # (B, H, 1, T, hd)
+    else:
+        pad_front, pad_back = plan.cached, nb * L - plan.cached - T
+        qb = F.pad(q, (0, 0, pad_front, pad_back)).view(B, H, nb, L, hd)
+    qb = qb.transpose(1, 2)  # (B, nb, H, R, hd)
+    # windows of m+1 blocks, stepping one block: (B, Hk, nb, hd, (m+1)L) -> (B, nb, Hk, (m+1)L, hd)
+    kw = k_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
+    vw = v_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
+    if fam_k is not None:
+        # key order: memory (m*L), FAM (F), current block (L), matching plan.mask
+        kw = torch.cat((kw[:, :, :, : m * L], fam_k.transpose(1, 2), kw[:, :, :, m * L:]), dim=3)
+        vw = torch.cat((vw[:, :, :, : m * L], fam_v.transpose(1, 2), vw[:, :, :, m * L:]), dim=3)
+    mask = plan.mask[None].expand(B, *plan.mask.shape).reshape(B * nb, 1, R, -1)
+    out = F.scaled_dot_product_attention(_flat(qb), _flat(kw), _flat(vw), attn_mask=mask,
+                                         enable_gqa=H != Hk)
+    out = out.view(B, nb, H, R, hd).transpose(1, 2)  # (B, H, nb, R, hd)
+    if nb == 1:
+        return out[:, :, 0]
+    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain causal attention of the last T = q.shape[2] positions of k/v (full mode).
+
+    q: (B, H, T, hd); k, v: (B, Hk, P + T, hd) with P positions cached before the queries.
+    """
+    T, S = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if S == T:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if T == 1:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    rows = torch.arange(T, device=q.device)[:, None] + (S - T)
+    mask = torch.arange(S, device=q.device)[None, :] <= rows
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

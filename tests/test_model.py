@@ -1,0 +1,188 @@
+"""Equivalence tests: the fast layer-wise model against independent references."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reference import reference_bswa_mask, reference_fam, reference_full, reference_masked
+from transformer_fam import FamCache, FamConfig, FamForCausalLM
+
+TOL = 1e-4
+
+
+def tiny(mode="fam", L=8, m=1, F=2, heads=4, kv_heads=2, hidden=32, layers=2, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = FamConfig(vocab_size=61, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                    num_attention_heads=heads, num_key_value_heads=kv_heads, attention_mode=mode,
+                    block_size=L, mem_segments=m, fam_length=F, **kw)
+    model = FamForCausalLM(cfg).eval()
+    if model.fam_prompt is not None:  # a prompt of the same scale as the hidden states
+        torch.nn.init.normal_(model.fam_prompt, std=1.0)
+    return model
+
+
+def ids_for(model, B, T, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+
+
+def test_full_equals_plain_causal_transformer():
+    model = tiny("full")
+    ids = ids_for(model, 2, 21)
+    logits = model(ids).logits
+    for b in range(2):
+        torch.testing.assert_close(logits[b], reference_full(model, ids[b]), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("T", [24, 29])
+def test_bswa_with_enough_memory_equals_full(T):
+    bswa = tiny("bswa", L=8, m=4)
+    full = tiny("full")
+    full.load_state_dict(bswa.state_dict())
+    ids = ids_for(bswa, 2, T)
+    torch.testing.assert_close(bswa(ids).logits, full(ids).logits, atol=TOL, rtol=0)
+    small = tiny("bswa", L=8, m=1)
+    small.load_state_dict(bswa.state_dict())
+    assert (small(ids).logits - full(ids).logits).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("L,m,T", [(8, 1, 29), (8, 0, 24), (4, 2, 19), (5, 3, 23)])
+def test_bswa_equals_masked_reference(L, m, T):
+    model = tiny("bswa", L=L, m=m)
+    ids = ids_for(model, 1, T)
+    expected = reference_masked(model, ids[0], reference_bswa_mask(T, L, m))
+    torch.testing.assert_close(model(ids).logits[0], expected, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("L,m,F,T,heads,kv", [
+    (8, 1, 2, 32, 4, 2),   # GQA, whole blocks
+    (8, 1, 2, 29, 4, 2),   # partial last block
+    (4, 0, 4, 21, 4, 4),   # MHA, no memory, F = L
+    (6, 2, 3, 31, 4, 1),   # MQA, two memory blocks
+    (5, 3, 1, 17, 2, 2),
+])
+def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
+    model = tiny("fam", L=L, m=m, F=F, heads=heads, kv_heads=kv)
+    ids = ids_for(model, 2, T)
+    logits = model(ids).logits
+    for b in range(2):
+        torch.testing.assert_close(logits[b], reference_fam(model, ids[b]), atol=TOL, rtol=0)
+
+
+def test_fam_differs_from_bswa_and_uses_the_prompt():
+    fam = tiny("fam", L=8, m=1, F=2)
+    bswa = tiny("bswa", L=8, m=1)
+    bswa.load_state_dict(fam.state_dict(), strict=False)
+    ids = ids_for(fam, 1, 24)
+    assert (fam(ids).logits - bswa(ids).logits).abs().max() > 1e-3
+    before = fam(ids).logits
+    with torch.no_grad():
+        fam.fam_prompt.add_(1.0)
+    assert (fam(ids).logits - before).abs().max() > 1e-3
+
+
+def _stream(model, ids, cuts):
+    cache, outs = None, []
+    bounds = [0, *cuts, ids.shape[1]]
+    for a, b in zip(bounds, bounds[1:]):
+        out = model(ids[:, a:b], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        outs.append(out.logits)
+    return torch.cat(outs, dim=1), cache
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(["full", "bswa", "fam"]), T=st.integers(1, 40), data=st.data(),
+       L=st.integers(2, 7), m=st.integers(0, 2))
+def test_any_chunking_equals_one_call(mode, T, data, L, m):
+    model = tiny(mode, L=L, m=m, F=min(2, L))
+    ids = ids_for(model, 2, T)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, T - 1)), max_size=6)))) if T > 1 else []
+    whole = model(ids).logits
+    streamed, cache = _stream(model, ids, cuts)
+    torch.testing.assert_close(streamed, whole, atol=TOL, rtol=0)
+    assert cache.get_seq_length() == T
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_one_token_at_a_time_equals_one_call(mode):
+    model = tiny(mode, L=4, m=1, F=2)
+    ids = ids_for(model, 1, 19)
+    streamed, _ = _stream(model, ids, list(range(1, 19)))
+    torch.testing.assert_close(streamed, model(ids).logits, atol=TOL, rtol=0)
+
+
+def _grad_to_first_block(mode):
+    model = tiny(mode, L=4, m=0, F=2).train()
+    ids = ids_for(model, 1, 20)
+    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb).logits
+    logits[:, 12:].sum().backward()  # loss on blocks >= 3 only
+    return emb.grad[:, :4].abs().max().item()
+
+
+def test_fam_carries_gradient_through_the_feedback_loop():
+    assert _grad_to_first_block("fam") > 1e-6
+
+
+def test_bswa_without_memory_does_not_reach_back():
+    assert _grad_to_first_block("bswa") == 0.0
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_cache_size_is_constant(mode):
+    model = tiny(mode, L=4, m=2, F=2)
+    cache = None
+    sizes = {}
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for block in range(100):
+            out = model(torch.randint(0, 61, (1, 4), generator=g), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            sizes[block + 1] = cache.num_elements()
+    assert sizes[2] == sizes[100] > 0
+    assert isinstance(cache, FamCache) and cache.get_seq_length() == 400
+
+
+def test_full_cache_grows():
+    model = tiny("full")
+    small = model(ids_for(model, 1, 8), use_cache=True).past_key_values.num_elements()
+    large = model(ids_for(model, 1, 16), use_cache=True).past_key_values.num_elements()
+    assert large == 2 * small
+
+
+def test_loss_is_shifted_cross_entropy():
+    model = tiny("fam")
+    ids = ids_for(model, 2, 20)
+    labels = ids.clone()
+    labels[:, :5] = -100
+    out = model(ids, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 61), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_logits_to_keep():
+    model = tiny("fam")
+    ids = ids_for(model, 1, 20)
+    torch.testing.assert_close(model(ids, logits_to_keep=3).logits, model(ids).logits[:, -3:])
+
+
+def test_position_is_exact_far_into_a_stream():
+    model = tiny("fam", L=8, m=1, F=2)
+    ids = ids_for(model, 1, 24)
+    near = model(ids, past_key_values=FamCache(model.config, position_offset=0)).logits
+    far = model(ids, past_key_values=FamCache(model.config, position_offset=10_000_000)).logits
+    torch.testing.assert_close(far, near, atol=TOL, rtol=0)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    model = tiny("fam", L=4, m=1, F=2).train()
+    ids = ids_for(model, 2, 18)
+    model(ids, labels=ids).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(ids, labels=ids).loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[n], atol=1e-5, rtol=1e-4, msg=n)
