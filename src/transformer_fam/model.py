@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .attention import BlockPlan, apply_rope, causal_attention, rope_cos_sin, rope_inv_freq, window_attention
 from .cache import FamCache, LayerState
 from .config import FamConfig
+from .generation import FamGenerationMixin
 
 
 class FamRMSNorm(nn.Module):
@@ -307,7 +308,7 @@ class FamModel(FamPreTrainedModel):
         return self.norm(x), cache, hidden
 
 
-class FamForCausalLM(FamPreTrainedModel, GenerationMixin):
+class FamForCausalLM(FamPreTrainedModel, FamGenerationMixin):
     """A causal language model whose attention is ``full``, ``bswa`` or ``fam``.
 
     ``model(input_ids, labels=None, past_key_values=None, use_cache=False)`` returns logits
@@ -322,6 +323,13 @@ class FamForCausalLM(FamPreTrainedModel, GenerationMixin):
         self.model = FamModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    @classmethod
+    def from_hf(cls, model_or_path, **kwargs) -> "FamForCausalLM":
+        """Convert a Llama-family Hugging Face model (object, folder or GGUF file); see convert.py."""
+        from .convert import from_hf
+
+        return from_hf(model_or_path, **kwargs)
 
     @property
     def fam_prompt(self) -> nn.Parameter | None:
