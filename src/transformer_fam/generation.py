@@ -1,9 +1,87 @@
-"""Glue between FamForCausalLM and transformers' GenerationMixin (generate() with a FamCache)."""
+"""Glue between FamForCausalLM and transformers' GenerationMixin (generate() with a FamCache).
+
+``model.generate(ids, max_new_tokens=...)`` creates a FamCache, feeds the prompt once and then
+only the new token at each step; in ``bswa`` / ``fam`` mode the cache has a constant size, so a
+prompt of any length costs constant memory (pass ``prefill_chunk_size=block_size`` to also keep
+the prompt's activations bounded, or use ``prefill`` below, which shows a progress bar).
+
+A cache that already holds a prefix can be passed back: ``generate(all_ids, past_key_values=cache)``
+feeds only ``all_ids[:, cache.get_seq_length():]``.
+"""
 
 from __future__ import annotations
 
+import torch
 from transformers import GenerationMixin
 
 
 class FamGenerationMixin(GenerationMixin):
-    """generate() support for FamForCausalLM."""
+    """generate() support for FamForCausalLM: a FamCache instead of a DynamicCache."""
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size,
+                                      max_cache_length):
+        from .cache import FamCache
+
+        cache = model_kwargs.get("past_key_values")
+        if generation_config.cache_implementation not in (None, "dynamic"):
+            raise ValueError(f"cache_implementation={generation_config.cache_implementation!r}: FamForCausalLM "
+                             f"uses its own FamCache; leave cache_implementation unset")
+        if cache is not None:
+            if not isinstance(cache, FamCache):
+                raise ValueError(f"past_key_values: expected a FamCache, got {type(cache).__name__}")
+            cache._is_user_defined = True  # generate() then returns it to the caller
+            return
+        if generation_config.use_cache is False:
+            return
+        model_kwargs["past_key_values"] = FamCache(self.config)
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
+                                      inputs_embeds=None, is_first_iteration=False, **kwargs):
+        """Feed only the tokens the cache has not seen (the whole prompt first, then one token)."""
+        kwargs.pop("next_sequence_length", None)
+        kwargs.pop("cache_position", None)
+        seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        inputs = {}
+        if inputs_embeds is not None and is_first_iteration and seen < inputs_embeds.shape[1]:
+            inputs["inputs_embeds"] = inputs_embeds[:, seen:]
+        else:
+            if seen >= input_ids.shape[1]:
+                raise ValueError(f"generate: the cache has seen {seen} tokens but input_ids holds only "
+                                 f"{input_ids.shape[1]}; pass the whole sequence (prefix included)")
+            inputs["input_ids"] = input_ids[:, seen:].contiguous()
+        if past_key_values is not None:
+            inputs["past_key_values"] = past_key_values
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
+        kwargs.pop("position_ids", None)  # positions come from the cache
+        for key in ("use_cache", "logits_to_keep", "output_hidden_states", "output_attentions"):
+            if key in kwargs:
+                inputs[key] = kwargs.pop(key)
+        return inputs
+
+    def _valid_auto_compile_criteria(self, model_kwargs, generation_config) -> bool:
+        return False  # the FamCache's shapes change inside a block; no static-cache compilation
+
+    def _reorder_cache(self, past_key_values, beam_idx):
+        past_key_values.select_batch_(beam_idx)
+        return past_key_values
+
+
+@torch.no_grad()
+def prefill(model, input_ids: torch.LongTensor, chunk_size: int | None = None, cache=None, progress: bool = False):
+    """Read ``input_ids`` (B, T) into a FamCache in chunks (default: one block at a time).
+
+    In ``bswa`` / ``fam`` mode both the state and the per-chunk activations have a constant size,
+    so T is unbounded. Returns (the cache, logits of the last position (B, vocab)).
+    """
+    from tqdm.auto import tqdm
+
+    chunk_size = chunk_size or model.config.block_size
+    bar = tqdm(total=input_ids.shape[1], unit="tok", desc="reading prompt", disable=not progress)
+    logits = None
+    for chunk in input_ids.split(chunk_size, dim=1):
+        out = model(chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        bar.update(chunk.shape[1])
+    bar.close()
+    return cache, logits

