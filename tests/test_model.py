@@ -53,6 +53,8 @@ def test_bswa_equals_masked_reference(L, m, T):
     ids = ids_for(model, 1, T)
     expected = reference_masked(model, ids[0], reference_bswa_mask(T, L, m))
     torch.testing.assert_close(model(ids).logits[0], expected, atol=TOL, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits[0], expected, atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("L,m,F,T,heads,kv", [
@@ -65,9 +67,13 @@ def test_bswa_equals_masked_reference(L, m, T):
 def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
     model = tiny("fam", L=L, m=m, F=F, heads=heads, kv_heads=kv)
     ids = ids_for(model, 2, T)
-    logits = model(ids).logits
+    logits = model(ids).logits  # differentiable path (masked windows)
+    with torch.no_grad():
+        fast = model(ids).logits  # inference path (split windows, no mask)
     for b in range(2):
-        torch.testing.assert_close(logits[b], reference_fam(model, ids[b]), atol=TOL, rtol=0)
+        expected = reference_fam(model, ids[b])
+        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
+        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
 
 
 def test_fam_differs_from_bswa_and_uses_the_prompt():
@@ -102,6 +108,9 @@ def test_any_chunking_equals_one_call(mode, T, data, L, m):
     whole = model(ids).logits
     streamed, cache = _stream(model, ids, cuts)
     torch.testing.assert_close(streamed, whole, atol=TOL, rtol=0)
+    with torch.no_grad():  # the inference attention path, in the same chunking
+        fast, _ = _stream(model, ids, cuts)
+    torch.testing.assert_close(fast, whole, atol=TOL, rtol=0)
     assert cache.get_seq_length() == T
 
 

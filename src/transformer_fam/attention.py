@@ -127,6 +127,10 @@ def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
     B, H, T, hd = q.shape
     L, m, nb, R = plan.block_size, plan.mem_segments, plan.nb, plan.query_rows
     Hk = k_seq.shape[1]
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k_seq, v_seq, fam_k, fam_v))
+    if not needs_grad and plan.query_start == 0 and q.device.type == "cpu":
+        return _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan)
     if nb == 1:
         qb = q[:, :, None]  # (B, H, 1, T, hd)
     else:
@@ -144,6 +148,54 @@ def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
     out = F.scaled_dot_product_attention(_flat(qb), _flat(kw), _flat(vw), attn_mask=mask,
                                          enable_gqa=H != Hk)
     out = out.view(B, nb, H, R, hd).transpose(1, 2)  # (B, H, nb, R, hd)
+    if nb == 1:
+        return out[:, :, 0]
+    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
+
+
+_flash_cpu = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> torch.Tensor:
+    """Inference path of window_attention without a mask (same result, ~20-40% faster on CPU).
+
+    Each block's attention is split into its causal current block (the fused kernel's
+    ``is_causal``) and its context (valid memory blocks + FAM, no mask), merged through the
+    log-sum-exp of each part. Memory slots the stream has not filled yet are not computed at
+    all. The kernel's log-sum-exp output has no gradient, hence inference only.
+    """
+    B, H, T, hd = q.shape
+    L, m, nb, R = plan.block_size, plan.mem_segments, plan.nb, plan.query_rows
+    mL = m * L
+    if nb == 1:
+        qb = q[:, :, None]
+    else:
+        qb = F.pad(q, (0, 0, plan.cached, nb * L - plan.cached - T)).view(B, H, nb, L, hd)
+    qb = qb.transpose(1, 2)  # (B, nb, H, R, hd)
+    kw = k_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)  # (B, nb, Hk, (m+1)L, hd)
+    vw = v_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
+    out, lse = _flash_cpu(_flat(qb), _flat(kw[:, :, :, mL: mL + R]), _flat(vw[:, :, :, mL: mL + R]),
+                          is_causal=True)
+    out, lse = out.view(B, nb, H, R, hd), lse.view(B, nb, H, R)
+    # blocks before the memory ring is full see fewer memory slots; the rest see all m
+    first_full = max(0, m - plan.mem_valid)
+    groups = [(i, i + 1, plan.mem_valid + i) for i in range(min(first_full, nb))]
+    if first_full < nb:
+        groups.append((first_full, nb, m))
+    parts_out = []
+    for a, b, g in groups:
+        ks, vs = [kw[:, a:b, :, mL - g * L: mL]], [vw[:, a:b, :, mL - g * L: mL]]
+        if fam_k is not None:
+            ks.append(fam_k[:, :, a:b].transpose(1, 2))
+            vs.append(fam_v[:, :, a:b].transpose(1, 2))
+        o1, l1 = out[:, a:b], lse[:, a:b]
+        if sum(k.shape[3] for k in ks) > 0:
+            o2, l2 = _flash_cpu(_flat(qb[:, a:b]), _flat(torch.cat(ks, 3)), _flat(torch.cat(vs, 3)))
+            o2, l2 = o2.view(o1.shape), l2.view(l1.shape)
+            lse_all = torch.logaddexp(l1, l2)
+            o1 = o1 * torch.exp(l1 - lse_all)[..., None] + o2 * torch.exp(l2 - lse_all)[..., None]
+        parts_out.append(o1)
+    out = torch.cat(parts_out, dim=1).transpose(1, 2)  # (B, H, nb, R, hd)
     if nb == 1:
         return out[:, :, 0]
     return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
