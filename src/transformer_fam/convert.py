@@ -362,10 +362,10 @@ def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: i
     return model.eval()
 
 
-def convert(source, out, **fam) -> Path:
+def convert(source, out, dtype: torch.dtype | None = None, **fam) -> Path:
     """Convert ``source`` (HF folder, GGUF file or "smollm2") and write a FAM folder to ``out``:
     config.json (model_type "fam"), model.safetensors and the tokenizer."""
-    model = from_hf(source, **fam)
+    model = from_hf(source, dtype=dtype, **fam)
     out = Path(out)
     model.save_pretrained(out)
     tokenizer = load_tokenizer(smollm2_folder() if str(source) == "smollm2" and not Path(source).exists()
@@ -373,3 +373,29 @@ def convert(source, out, **fam) -> Path:
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# `fam convert`
+# ----------------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help='a Hugging Face folder, a GGUF file, or "smollm2" (offline SmolLM2-135M-Instruct)')
+    parser.add_argument("out", help="output folder (config.json with model_type fam, model.safetensors, tokenizer)")
+    parser.add_argument("--mode", dest="attention_mode", choices=("full", "bswa", "fam"), default="fam")
+    parser.add_argument("--block-size", type=int, default=1024, help="L, tokens per block")
+    parser.add_argument("--mem-segments", type=int, default=3, help="m, previous blocks each block attends to")
+    parser.add_argument("--fam-length", type=int, default=64, help="F, FAM vectors per layer")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="parameter dtype (default: the source's; float32 for GGUF)")
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: output folder exists and is not empty")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
+            mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype)
+    print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
+          f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
+    return 0
