@@ -134,13 +134,13 @@ def test_unknown_override_and_missing_path_fail_loudly(tmp_path):
 
 
 def word_tokenizer(vocab_size=VOCAB):
-    """A tiny word-level tokenizer built locally: words w0..w{V-1}."""
+    """A tiny word-level tokenizer built locally: words w0..w{V-3}, then <unk> and <eos>."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {f"w{i}": i for i in range(vocab_size)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    vocab = {f"w{i}": i for i in range(vocab_size - 2)} | {"<unk>": vocab_size - 2, "<eos>": vocab_size - 1}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", eos_token="w1")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
 
 def test_hf_folder_to_fam_folder_with_the_cli(tmp_path, capsys):

@@ -38,26 +38,38 @@ class FamGenerationMixin(GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
                                       inputs_embeds=None, is_first_iteration=False, **kwargs):
         """Feed only the tokens the cache has not seen (the whole prompt first, then one token)."""
-        kwargs.pop("next_sequence_length", None)
+        next_sequence_length = kwargs.pop("next_sequence_length", None)
         kwargs.pop("cache_position", None)
         seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        # How many tokens are new: as in transformers, a 2-D attention mask spans past + new tokens;
+        # without one, input_ids holds the whole sequence when it is longer than what the cache has
+        # seen, else only new tokens (a chunk of a chunked prefill).
+        if attention_mask is not None:
+            new = attention_mask.shape[1] - seen
+        elif next_sequence_length is not None:
+            new = next_sequence_length
+        else:
+            new = input_ids.shape[1] - seen if input_ids.shape[1] > seen else input_ids.shape[1]
         inputs = {}
         if inputs_embeds is not None and is_first_iteration and seen < inputs_embeds.shape[1]:
             inputs["inputs_embeds"] = inputs_embeds[:, seen:]
         else:
-            if seen >= input_ids.shape[1]:
-                raise ValueError(f"generate: the cache has seen {seen} tokens but input_ids holds only "
+            if new < 1 or new > input_ids.shape[1]:
+                raise ValueError(f"generate: the cache has seen {seen} tokens and input_ids holds "
                                  f"{input_ids.shape[1]}; pass the whole sequence (prefix included)")
-            inputs["input_ids"] = input_ids[:, seen:].contiguous()
+            inputs["input_ids"] = input_ids[:, -new:].contiguous()
         if past_key_values is not None:
             inputs["past_key_values"] = past_key_values
         if attention_mask is not None:
             inputs["attention_mask"] = attention_mask
         kwargs.pop("position_ids", None)  # positions come from the cache
-        for key in ("use_cache", "logits_to_keep", "output_hidden_states", "output_attentions"):
-            if key in kwargs:
-                inputs[key] = kwargs.pop(key)
+        inputs.update({k: v for k, v in kwargs.items() if v is not None})  # forward() rejects unknown ones
         return inputs
+
+    def _prepare_attention_mask_for_generation(self, inputs_tensor, generation_config, model_kwargs):
+        # No padding (the stream position is the token index): a pad id inside the prompt is a token,
+        # not padding to infer. A mask the caller passes is still checked by forward().
+        return torch.ones(inputs_tensor.shape[:2], dtype=torch.long, device=inputs_tensor.device)
 
     def _valid_auto_compile_criteria(self, model_kwargs, generation_config) -> bool:
         return False  # the FamCache's shapes change inside a block; no static-cache compilation

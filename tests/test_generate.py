@@ -1,0 +1,112 @@
+"""generate() with the FamCache, and `fam generate`.
+
+References: greedy decoding by repeated full forwards without any cache, and Hugging Face's own
+generate() on the model the FAM model was converted from.
+"""
+
+import pytest
+import torch
+
+from test_convert import hf_tiny, word_tokenizer
+from test_model import ids_for, tiny
+from transformer_fam import FamCache, FamForCausalLM
+from transformer_fam.cli import main
+from transformer_fam.generation import prefill
+
+
+@torch.no_grad()
+def greedy_without_cache(model, ids, n):
+    for _ in range(n):
+        nxt = model(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat((ids, nxt), dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["full", "bswa", "fam"])
+@pytest.mark.parametrize("T", [3, 9, 16])
+def test_greedy_generate_equals_repeated_full_forwards(mode, T):
+    model = tiny(mode, L=4, m=1, F=2)
+    ids = ids_for(model, 2, T)
+    out = model.generate(ids, max_new_tokens=14, do_sample=False, pad_token_id=0)
+    expected = greedy_without_cache(model, ids, 14)
+    assert torch.equal(out, expected)
+    assert not torch.equal(out[0, T:], out[1, T:])  # two different continuations, not a degenerate loop
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_generate_memory_is_constant_in_the_prompt_length(mode):
+    model = tiny(mode, L=4, m=2, F=2)
+    sizes = []
+    for T in (12, 60, 240):
+        out = model.generate(ids_for(model, 1, T), max_new_tokens=4, do_sample=False, pad_token_id=0,
+                             return_dict_in_generate=True)
+        cache = out.past_key_values
+        assert isinstance(cache, FamCache) and cache.get_seq_length() == T + 3
+        sizes.append(cache.num_elements())
+    assert sizes[0] == sizes[1] == sizes[2] > 0
+    full = tiny("full")
+    grow = [full.generate(ids_for(full, 1, T), max_new_tokens=4, do_sample=False, pad_token_id=0,
+                          return_dict_in_generate=True).past_key_values.num_elements() for T in (12, 60)]
+    assert grow[1] > grow[0]
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_chunked_prefill_and_a_passed_cache_give_the_same_tokens(mode):
+    model = tiny(mode, L=4, m=1, F=2)
+    ids = ids_for(model, 1, 23)
+    plain = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    chunked = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, prefill_chunk_size=4)
+    cache, _ = prefill(model, ids[:, :-1], chunk_size=5)
+    continued = model.generate(ids, past_key_values=cache, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(chunked, plain) and torch.equal(continued, plain)
+
+
+def test_converted_model_generates_like_hf_greedy_and_beam():
+    hf = hf_tiny("llama")
+    fam = FamForCausalLM.from_hf(hf, attention_mode="full")
+    ids = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(3))
+    for kw in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
+        ours = fam.generate(ids, max_new_tokens=10, pad_token_id=0, eos_token_id=None, **kw)
+        theirs = hf.generate(ids, max_new_tokens=10, pad_token_id=0, eos_token_id=None, **kw)
+        assert torch.equal(ours, theirs), kw
+
+
+def test_sampling_is_seeded_and_differs_from_greedy():
+    model = tiny("fam", L=4, m=1, F=2)
+    ids = ids_for(model, 1, 9)
+    torch.manual_seed(0)
+    a = model.generate(ids, max_new_tokens=20, do_sample=True, temperature=2.0, pad_token_id=0)
+    torch.manual_seed(0)
+    b = model.generate(ids, max_new_tokens=20, do_sample=True, temperature=2.0, pad_token_id=0)
+    greedy = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=0)
+    assert torch.equal(a, b) and not torch.equal(a, greedy)
+
+
+def test_generate_rejects_a_foreign_cache():
+    from transformers import DynamicCache
+
+    model = tiny("fam")
+    with pytest.raises(ValueError, match="FamCache"):
+        model.generate(ids_for(model, 1, 5), past_key_values=DynamicCache(), max_new_tokens=2)
+
+
+def test_fam_generate_cli_streams_the_greedy_reply(tmp_path, capsys):
+    model = tiny("fam", L=4, m=1, F=2)
+    model.config.eos_token_id = None
+    model.save_pretrained(tmp_path / "m")
+    tok = word_tokenizer(model.config.vocab_size)
+    tok.save_pretrained(tmp_path / "m")
+    words = " ".join(f"w{int(i)}" for i in ids_for(model, 1, 50)[0] % (model.config.vocab_size - 2))
+    (tmp_path / "book.txt").write_text(words)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "book.txt"),
+                 "--max-new-tokens", "6"]) == 0
+    captured = capsys.readouterr()
+    ids = tok(words, return_tensors="pt").input_ids
+    assert ids.shape == (1, 50)
+    expected = greedy_without_cache(model, ids, 6)[0, 50:]
+    assert captured.out.split() == tok.decode(expected, skip_special_tokens=True).split()
+    assert len(captured.out.split()) >= 3
+    assert "50 tokens" in captured.err
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "none.txt")]) == 2
+    assert "none.txt" in capsys.readouterr().err
