@@ -1,0 +1,1 @@
+"""Evaluation: PassKey retrieval (passkey.py) and position-bucketed next-token metrics (perplexity.py)."""

@@ -1,0 +1,152 @@
+"""PassKey: the prompt format of FAM_SPEC §8, the word-level tokenizer, and the evaluator's counting."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from transformer_fam import FamConfig, FamForCausalLM
+from transformer_fam.data.passkey import (FILLER, KEY_MAX, KEY_MIN, filler_ids, make_passkey_example, passkey_batch,
+                                          passkey_text, passkey_tokenizer, random_key)
+from transformer_fam.evaluate.passkey import answer_is_right, evaluate_passkey, format_table, passkey_accuracy
+
+SPEC = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz "
+        "you about the important information there. The pass key is 48213. Remember it. 48213 is the pass key. "
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+        "What is the pass key? The pass key is 48213")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return passkey_tokenizer()
+
+
+def test_text_is_exactly_the_spec_format():
+    assert passkey_text(48213, n_filler=2) == SPEC
+
+
+def test_tokens_match_the_spec_text_and_answer_span(tok):
+    unit = len(filler_ids(tok, 10_000)) and len(tok.encode(" " + FILLER, add_special_tokens=False))
+    assert unit == 24  # "The grass is green ." ... "There and back again ."
+    ids, (a0, a1) = make_passkey_example(2 * unit, 48213, 0.0, tok)
+    assert ids == tok.encode(SPEC, add_special_tokens=False)
+    assert tok.convert_ids_to_tokens(ids[a0:a1]) == ["4", "8", "2", "1", "3"]
+    assert a1 == len(ids)
+    assert tok.decode(ids[a0 - 4:a0]) == "The pass key is"
+
+
+def test_filler_length_is_counted_in_tokens(tok):
+    base, _ = make_passkey_example(0, 12345, 0.0, tok)
+    for n in (1, 7, 24, 100, 1000):
+        ids, (a0, a1) = make_passkey_example(n, 12345, 0.0, tok)
+        assert len(ids) == len(base) + n and a1 - a0 == 5
+
+
+def test_depth_moves_the_key_not_the_length(tok):
+    ids0, span0 = make_passkey_example(96, 12345, 0.0, tok)
+    ids1, span1 = make_passkey_example(96, 12345, 1.0, tok)
+    ids5, _ = make_passkey_example(96, 12345, 0.5, tok)
+    assert len(ids0) == len(ids1) == len(ids5) and span0 == span1
+    text1 = tok.decode(ids1)
+    assert "again. The pass key is 1 2 3 4 5" not in tok.decode(ids0)
+    assert text1.index("The pass key is 1 2 3 4 5") > text1.index("The grass is green")
+    assert text1.index("The pass key is 1 2 3 4 5") < text1.index("What is the pass key")
+
+
+def test_key_range_and_validation(tok):
+    rng = random.Random(0)
+    keys = [random_key(rng) for _ in range(2000)]
+    assert min(keys) >= KEY_MIN and max(keys) <= KEY_MAX and len(set(keys)) > 1900
+    assert all(len(str(k)) == 5 for k in keys)
+    with pytest.raises(ValueError):
+        make_passkey_example(10, 9999, 0.0, tok)
+    with pytest.raises(ValueError):
+        make_passkey_example(10, 100000, 0.0, tok)
+
+
+def test_tokenizer_round_trip_and_save(tok, tmp_path):
+    ids, _ = make_passkey_example(50, 90817, 0.3, tok)
+    assert tok.encode(tok.decode(ids), add_special_tokens=False) == ids
+    assert len(tok) == 57 and tok.unk_token_id == 1
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again.encode(SPEC, add_special_tokens=False) == tok.encode(SPEC, add_special_tokens=False)
+
+
+def test_batch_labels(tok):
+    ids, labels, keys, (a0, a1) = passkey_batch(3, 40, tok, random.Random(1))
+    assert ids.shape == labels.shape and (labels[:, :a0] == -100).all() and (labels[:, a0:] == ids[:, a0:]).all()
+    for row, key in zip(ids, keys):
+        assert tok.decode(row[a0:a1]).replace(" ", "") == str(key)
+    _, all_labels, _, _ = passkey_batch(3, 40, tok, random.Random(1), loss_on="all")
+    assert (all_labels == -100).sum(-1).tolist() == [5, 5, 5]  # only the key's first occurrence
+
+
+def test_answer_is_right(tok):
+    assert answer_is_right(tok, tok.encode("4 8 2 1 3", add_special_tokens=False), 48213)
+    assert not answer_is_right(tok, tok.encode("4 8 2 1 9", add_special_tokens=False), 48213)
+    assert not answer_is_right(tok, tok.encode("4 8 2 1 .", add_special_tokens=False), 48213)
+
+
+class Oracle(torch.nn.Module):
+    """Wraps a tiny FAM model but answers by reading the key from the prompt it was fed: right on
+    keys whose first digit is odd, off by one in the last digit otherwise. So the expected accuracy
+    is known exactly, and the evaluator's streaming / decoding / counting is what is tested."""
+
+    def __init__(self, model, tok):
+        super().__init__()
+        self.model, self.tok, self.config = model, tok, model.config
+        self.seen = []
+
+    def forward(self, ids, past_key_values=None, use_cache=True, logits_to_keep=0):
+        out = self.model(ids, past_key_values=past_key_values, use_cache=True, logits_to_keep=logits_to_keep)
+        if past_key_values is None or past_key_values.seen_tokens == ids.shape[1]:
+            self.seen = [[] for _ in range(ids.shape[0])]
+        for row, r in zip(self.seen, ids.tolist()):
+            row.extend(r)
+        logits = torch.zeros(ids.shape[0], 1, self.config.vocab_size)
+        for b, row in enumerate(self.seen):
+            text = self.tok.decode(row)
+            if text.count("The pass key is") < 2:  # still inside the prompt: any logits will do
+                continue
+            key = text.split("The pass key is ")[1][:9].replace(" ", "")
+            answered = text.rsplit("The pass key is", 1)[1].replace(" ", "")
+            digit = key[len(answered)] if len(answered) < 5 else "0"
+            if len(answered) == 4 and int(key[0]) % 2 == 0:
+                digit = str((int(digit) + 1) % 10)
+            logits[b, 0, self.tok.convert_tokens_to_ids(digit)] = 1.0
+        out.logits = logits
+        return out
+
+    def eval(self):
+        return self
+
+
+def test_passkey_accuracy_counts_exact_answers(tok):
+    torch.manual_seed(0)
+    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    oracle = Oracle(FamForCausalLM(cfg), tok)
+    rng = random.Random("3-40-0.0")  # the evaluator's key sequence for seed 3, length 40, depth 0
+    keys = [random_key(rng) for _ in range(10)]
+    expected = sum(int(str(k)[0]) % 2 for k in keys) / 10
+    assert 0 < expected < 1
+    acc = passkey_accuracy(oracle, tok, 40, 0.0, samples=10, seed=3, batch_size=4, chunk_tokens=8)
+    assert acc == pytest.approx(expected)
+
+
+def test_evaluate_untrained_model_runs_streamed(tok):
+    torch.manual_seed(0)
+    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    model = FamForCausalLM(cfg).eval()
+    res = evaluate_passkey(model, tok, [0, 300], samples=4, batch_size=4, progress=False)
+    assert set(res) == {"0", "300"} and all(0.0 <= v <= 1.0 for v in res.values())
+    assert res["300"] == 0.0  # an untrained model does not guess 5 digits
+    table = format_table({"fam": res})
+    assert "300" in table and "0.0%" in table
+    json.dumps(res)
