@@ -110,3 +110,17 @@ def test_fam_generate_cli_streams_the_greedy_reply(tmp_path, capsys):
     assert "50 tokens" in captured.err
     assert main(["generate", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "none.txt")]) == 2
     assert "none.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_beam_search_scores_equal_uncached_log_probs(mode):
+    """Beams reorder the FamCache; each returned beam's score must be its log-prob by a fresh forward."""
+    model = tiny(mode, L=4, m=1, F=2)
+    ids = ids_for(model, 2, 7)
+    n = 8
+    out = model.generate(ids, max_new_tokens=n, num_beams=3, do_sample=False, pad_token_id=0, eos_token_id=None,
+                         return_dict_in_generate=True, output_scores=True, length_penalty=1.0)
+    with torch.no_grad():
+        log_probs = model(out.sequences).logits.log_softmax(-1)
+    seq_log_prob = log_probs[:, 6:-1].gather(-1, out.sequences[:, 7:, None]).squeeze(-1).sum(-1)
+    torch.testing.assert_close(out.sequences_scores * n, seq_log_prob, atol=1e-4, rtol=0)
