@@ -251,3 +251,35 @@ def test_gguf_llama_matches_the_transformers_gguf_loader(tmp_path):
     ids = ids_for(1, 20)
     with torch.no_grad():
         assert (ours(ids).logits - theirs(ids).logits).abs().max() <= TOL
+
+
+# ---------------------------------------------------------------------------------------------- SmolLM2
+@pytest.mark.slow
+def test_smollm2_full_mode_matches_hf_on_a_real_prompt(tmp_path):
+    """The real SmolLM2-135M-Instruct GGUF: our reader vs transformers' GGUF loader, and the cache."""
+    from transformers import AutoTokenizer
+
+    from transformer_fam.convert import smollm2, smollm2_folder, smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = smollm2(attention_mode="full")
+    assert (hf.config.num_hidden_layers, hf.config.hidden_size, ours.config.rope_theta) == (30, 576, 100000.0)
+    tok = AutoTokenizer.from_pretrained(smollm2_folder())
+    text = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+            "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+            "from 1887 to 1889. Locally nicknamed")
+    ids = tok(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected, got = hf(ids).logits, ours(ids).logits
+    assert (got - expected).abs().max() <= 2e-4
+    assert bool((got.argmax(-1) == expected.argmax(-1)).all())
+    # `fam convert smollm2` writes a folder that AutoModelForCausalLM loads
+    assert main(["convert", "smollm2", str(tmp_path / "out"), "--mode", "bswa", "--block-size", "16",
+                 "--mem-segments", "2"]) == 0
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    T = ids.shape[1]
+    with torch.no_grad():
+        masked = hf_logits(hf, ids, reference_bswa_mask(T, 16, 2))
+        assert (loaded(ids).logits - masked).abs().max() <= 2e-4
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template

@@ -124,3 +124,54 @@ def test_beam_search_scores_equal_uncached_log_probs(mode):
         log_probs = model(out.sequences).logits.log_softmax(-1)
     seq_log_prob = log_probs[:, 6:-1].gather(-1, out.sequences[:, 7:, None]).squeeze(-1).sum(-1)
     torch.testing.assert_close(out.sequences_scores * n, seq_log_prob, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- SmolLM2
+def smollm2_and_tokenizer(**fam):
+    from transformers import AutoTokenizer
+
+    from transformer_fam.convert import smollm2, smollm2_folder
+
+    return smollm2(**fam), AutoTokenizer.from_pretrained(smollm2_folder())
+
+
+@pytest.mark.slow
+def test_smollm2_answers_paris():
+    model, tok = smollm2_and_tokenizer(attention_mode="full")
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    out = model.generate(ids, max_new_tokens=20, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def book_text() -> str:
+    """A long plain-text 'book' that every Python ships: the pydoc pages of some stdlib modules."""
+    import importlib
+    import pydoc
+
+    names = ("argparse", "collections", "json", "pathlib", "subprocess", "typing", "inspect")
+    return "".join(pydoc.plaintext.document(importlib.import_module(name)) for name in names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_smollm2_reads_a_20k_token_book_at_constant_memory(mode):
+    model, tok = smollm2_and_tokenizer(attention_mode=mode, block_size=1024, mem_segments=1, fam_length=64)
+    ids = tok(book_text(), return_tensors="pt").input_ids[:, :20_000]
+    assert ids.shape[1] == 20_000
+    cache, sizes = None, []
+    with torch.no_grad():
+        for chunk in ids.split(1024, dim=1):
+            out = model(chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            sizes.append(cache.num_elements())
+            assert bool(torch.isfinite(out.logits).all())
+    assert cache.get_seq_length() == 20_000
+    # whole-block chunks leave the same state; a partial block adds at most L tokens of K/V
+    per_token = 30 * 2 * 3 * 64  # layers x (k, v) x kv heads x head dim
+    assert len(set(sizes[:-1])) == 1
+    bound = sizes[0] + 1024 * per_token
+    assert sizes[-1] <= bound and bound < 20_000 * per_token / 4  # far below a full 20k-token KV cache
+    cont = torch.cat((ids, tok(" The", return_tensors="pt").input_ids), dim=1)
+    reply = model.generate(cont, past_key_values=cache, max_new_tokens=5, do_sample=False)
+    assert reply.shape[1] == cont.shape[1] + 5 and cache.num_elements() <= bound

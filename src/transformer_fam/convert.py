@@ -355,7 +355,14 @@ def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: i
     folder = smollm2_folder()
     config = FamConfig.from_pretrained(folder, **fam)
     config._validate()
-    model = FamForCausalLM.from_pretrained(folder, config=config, dtype=dtype or torch.float32)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the cache has no FAM prompt; it is initialised just below
+    try:
+        model = FamForCausalLM.from_pretrained(folder, config=config, dtype=dtype or torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if model.fam_prompt is not None:  # absent from the full-mode cache: same init as from_hf
         with torch.no_grad():
             model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, fam_length))
