@@ -120,6 +120,10 @@ def test_one_token_at_a_time_equals_one_call(mode):
     ids = ids_for(model, 1, 19)
     streamed, _ = _stream(model, ids, list(range(1, 19)))
     torch.testing.assert_close(streamed, model(ids).logits, atol=TOL, rtol=0)
+    with torch.no_grad():  # decoding writes into the preallocated window in place
+        decoded, cache = _stream(model, ids, list(range(1, 19)))
+    torch.testing.assert_close(decoded, model(ids).logits, atol=TOL, rtol=0)
+    assert not cache.layers[0].win_k.requires_grad
 
 
 def _grad_to_first_block(mode):

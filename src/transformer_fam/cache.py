@@ -1,9 +1,9 @@
 """FamCache: the constant-size streaming state of a FamForCausalLM.
 
-Per layer, in ``bswa`` / ``fam`` mode: the K/V of the last ``mem_segments`` complete blocks (a
-buffer of fixed size, zero where the stream has not produced a block yet), the K/V of the
-current partial block (fewer than ``block_size`` tokens) and, in ``fam`` mode, the FAM (F
-vectors) with its projected queries/keys/values. In ``full`` mode it is an ordinary growing
+Per layer, in ``bswa`` / ``fam`` mode: one preallocated key/value window laid out as
+[the last ``mem_segments`` complete blocks | the FAM's keys | the current partial block]
+(unfilled memory slots are masked), and in ``fam`` mode the FAM itself (F vectors) with its
+queries. Decoding writes into the window in place; its size never changes. In ``full`` mode it is an ordinary growing
 KV cache. Pass it back in to continue a sequence:
 
     out = model(chunk1, use_cache=True)
@@ -25,14 +25,10 @@ class LayerState:
 
     k: torch.Tensor | None = None  # full mode: every key so far
     v: torch.Tensor | None = None
-    mem_k: torch.Tensor | None = None  # (B, Hk, m*L, hd) memory blocks, oldest first
-    mem_v: torch.Tensor | None = None
-    part_k: torch.Tensor | None = None  # (B, Hk, p, hd) partial block, p < L
-    part_v: torch.Tensor | None = None
+    win_k: torch.Tensor | None = None  # bswa / fam: (B, Hk, m*L + F + L, hd) memory | FAM | current block
+    win_v: torch.Tensor | None = None
     fam: torch.Tensor | None = None  # (B, F, d) FAM input of this layer for the current block
-    fam_q: torch.Tensor | None = None  # (B, H, F, hd) its projections at its positions
-    fam_k: torch.Tensor | None = None  # (B, Hk, F, hd)
-    fam_v: torch.Tensor | None = None
+    fam_q: torch.Tensor | None = None  # (B, H, F, hd) its queries at its positions
 
     def tensors(self):
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

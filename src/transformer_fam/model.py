@@ -140,40 +140,75 @@ class FamDecoderLayer(nn.Module):
         a = x + self.self_attn.merge(o)
         return self._ffn_residual(a), new_state
 
+    def _fam_update(self, fam, fq, kv_k, kv_v, residual: bool, cos, sin):
+        """One FAM update (Algorithm 2): the F queries attend to [previous FAM ; whole block],
+        then the same layer's FFN. kv_k/kv_v: (B, Hk, F + L, hd). Returns the new FAM and its QKV."""
+        att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
+        a = self.self_attn.merge(att)  # (B, F, d)
+        fam = self._ffn_residual(a + fam if residual else a)
+        return (fam, *self.fam_projections(fam, cos, sin))
+
     def _windowed(self, q, k, v, state: LayerState, ctx: StepContext):
         plan = ctx.plan
-        L, mL, nb, T = plan.block_size, plan.mem_segments * plan.block_size, plan.nb, plan.new
-        pad = nb * L - plan.cached - T
-        # (B, Hk, m*L + nb*L, hd): memory blocks, then the touched blocks zero-padded
-        k_seq = torch.cat((state.mem_k, state.part_k, F.pad(k, (0, 0, 0, pad))), dim=2)
-        v_seq = torch.cat((state.mem_v, state.part_v, F.pad(v, (0, 0, 0, pad))), dim=2)
+        L, mL, Fl, nb, T, c = (plan.block_size, plan.mem_segments * plan.block_size, plan.fam_length, plan.nb,
+                               plan.new, plan.cached)
+        if nb == 1 and not torch.is_grad_enabled() and not state.win_k.requires_grad:
+            return self._decode_in_place(q, k, v, state, ctx)
+        win_k, win_v = state.win_k, state.win_v  # (B, Hk, mL + F + L, hd): memory | FAM | current block
+        pad = nb * L - c - T
+        # (B, Hk, mL + nb*L, hd): memory blocks, then the touched blocks zero-padded
+        k_seq = torch.cat((win_k[:, :, :mL], win_k[:, :, mL + Fl: mL + Fl + c], F.pad(k, (0, 0, 0, pad))), dim=2)
+        v_seq = torch.cat((win_v[:, :, :mL], win_v[:, :, mL + Fl: mL + Fl + c], F.pad(v, (0, 0, 0, pad))), dim=2)
         fam_k = fam_v = None
-        fam, fq, fk, fv = state.fam, state.fam_q, state.fam_k, state.fam_v
+        fam, fq, fk, fv = state.fam, state.fam_q, win_k[:, :, mL: mL + Fl], win_v[:, :, mL: mL + Fl]
         if ctx.mode == "fam":
             ks, vs = [fk], [fv]
-            gqa = fq.shape[1] != fk.shape[1]
             for i in range(plan.n_complete):  # the FAM scan: F queries per block
-                kb = k_seq[:, :, mL + i * L: mL + (i + 1) * L]
-                vb = v_seq[:, :, mL + i * L: mL + (i + 1) * L]
-                att = F.scaled_dot_product_attention(fq, torch.cat((fk, kb), 2), torch.cat((fv, vb), 2),
-                                                     enable_gqa=gqa)  # (B, H, F, hd)
-                a = self.self_attn.merge(att)
-                if not (ctx.zero_residual and i == 0):
-                    a = a + fam
-                fam = self._ffn_residual(a)
-                fq, fk, fv = self.fam_projections(fam, ctx.fam_cos[i], ctx.fam_sin[i])
+                blk = slice(mL + i * L, mL + (i + 1) * L)
+                fam, fq, fk, fv = self._fam_update(
+                    fam, fq, torch.cat((fk, k_seq[:, :, blk]), 2), torch.cat((fv, v_seq[:, :, blk]), 2),
+                    not (ctx.zero_residual and i == 0), ctx.fam_cos[i], ctx.fam_sin[i])
                 ks.append(fk)
                 vs.append(fv)
             fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
             fam_v = torch.stack(vs[:nb], dim=2)
         o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan)
         done = plan.n_complete * L
-        new_state = LayerState(
-            mem_k=k_seq[:, :, done: done + mL].clone(), mem_v=v_seq[:, :, done: done + mL].clone(),
-            part_k=k_seq[:, :, mL + done: mL + plan.cached + T].clone(),
-            part_v=v_seq[:, :, mL + done: mL + plan.cached + T].clone(),
-            fam=fam, fam_q=fq, fam_k=fk, fam_v=fv)
-        return o, new_state
+        rest = L - (c + T - done)  # free rows of the new current block
+
+        def window(seq, fam_part):
+            return torch.cat((seq[:, :, done: done + mL], fam_part, seq[:, :, mL + done: mL + c + T],
+                              seq.new_zeros(*seq.shape[:2], rest, seq.shape[3])), dim=2)
+
+        return o, LayerState(win_k=window(k_seq, fk), win_v=window(v_seq, fv), fam=fam, fam_q=fq)
+
+    @torch.no_grad()
+    def _decode_in_place(self, q, k, v, state: LayerState, ctx: StepContext):
+        """New tokens that stay inside one block, without autograd: write them into the
+        preallocated window and attend to it directly (no copies of the memory)."""
+        plan = ctx.plan
+        L, mL, Fl, c, T = plan.block_size, plan.mem_segments * plan.block_size, plan.fam_length, plan.cached, plan.new
+        win_k, win_v = state.win_k, state.win_v
+        cur = mL + Fl
+        win_k[:, :, cur + c: cur + c + T] = k
+        win_v[:, :, cur + c: cur + c + T] = v
+        mask = plan.mask[0, 0, :, : cur + c + T]  # (T, keys): memory slots not yet filled, causal rows
+        o = F.scaled_dot_product_attention(q, win_k[:, :, : cur + c + T], win_v[:, :, : cur + c + T],
+                                           attn_mask=None if bool(mask.all()) else mask,
+                                           enable_gqa=q.shape[1] != win_k.shape[1])
+        if c + T < L:
+            return o, state
+        fam, fq, fk, fv = state.fam, state.fam_q, None, None
+        if ctx.mode == "fam":
+            fam, fq, fk, fv = self._fam_update(fam, fq, win_k[:, :, mL:], win_v[:, :, mL:], not ctx.zero_residual,
+                                               ctx.fam_cos[0], ctx.fam_sin[0])
+        for w, f_new in ((win_k, fk), (win_v, fv)):
+            if mL:  # the ring moves by one block: the completed block becomes the newest memory
+                w[:, :, : mL - L] = w[:, :, L: mL].clone()
+                w[:, :, mL - L: mL] = w[:, :, cur: cur + L]
+            if f_new is not None:
+                w[:, :, mL: cur] = f_new
+        return o, LayerState(win_k=win_k, win_v=win_v, fam=fam, fam_q=fq)
 
 
 class FamPreTrainedModel(PreTrainedModel):
@@ -236,10 +271,9 @@ class FamModel(FamPreTrainedModel):
         for i in range(cfg.num_hidden_layers):
             if cfg.attention_mode == "full":
                 cache.layers[i] = LayerState()
-            else:
-                mem = x.new_zeros(B, Hk, cfg.mem_segments * cfg.block_size, hd)
-                part = x.new_zeros(B, Hk, 0, hd)
-                cache.layers[i] = LayerState(mem_k=mem, mem_v=mem, part_k=part, part_v=part)
+            else:  # memory | FAM | current block; unfilled memory slots are masked
+                size = cfg.mem_segments * cfg.block_size + cache.fam_length + cfg.block_size
+                cache.layers[i] = LayerState(win_k=x.new_zeros(B, Hk, size, hd), win_v=x.new_zeros(B, Hk, size, hd))
         cache.batch_size = B
         if (cfg.attention_mode == "fam" and self.training and cfg.rsp_prob > 0 and self.rsp_state is not None
                 and torch.rand(()) < cfg.rsp_prob):
@@ -279,7 +313,10 @@ class FamModel(FamPreTrainedModel):
                 fam = carried[i].to(dtype)
                 q, k, v = layer.fam_projections(fam, cos, sin)
             st = cache.layers[i]
-            st.fam, st.fam_q, st.fam_k, st.fam_v = (t.expand(B, *t.shape[1:]) for t in (fam, q, k, v))
+            mL = cfg.mem_segments * cfg.block_size
+            st.fam, st.fam_q, k, v = (t.expand(B, *t.shape[1:]) for t in (fam, q, k, v))
+            st.win_k = torch.cat((st.win_k[:, :, :mL], k, st.win_k[:, :, mL + Fl:]), dim=2)
+            st.win_v = torch.cat((st.win_v[:, :, :mL], v, st.win_v[:, :, mL + Fl:]), dim=2)
 
     def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 past_key_values: FamCache | None = None, output_hidden_states: bool = False):
