@@ -16,7 +16,8 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Lla
 from reference import reference_bswa_mask, reference_fam
 from transformer_fam import FamForCausalLM
 from transformer_fam.cli import main
-from transformer_fam.convert import init_fam_prompt, unpermute_rotary
+from transformer_fam.convert import init_fam_prompt
+from transformer_fam.gguf_reader import unpermute_rotary
 
 TOL = 1e-4
 VOCAB = 97
@@ -131,6 +132,9 @@ def test_unknown_override_and_missing_path_fail_loudly(tmp_path):
         FamForCausalLM.from_hf(hf_tiny("llama"), fam_lenght=4)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         FamForCausalLM.from_hf(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: neither"):
+        FamForCausalLM.from_hf(tmp_path / "empty")
 
 
 def word_tokenizer(vocab_size=VOCAB):
