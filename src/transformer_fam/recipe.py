@@ -122,6 +122,11 @@ def _check_type(key: str, value, annotation):
     hint = eval(annotation, {}) if isinstance(annotation, str) else annotation  # noqa: S307 (builtins only)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ValueError(f"recipe key {key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")

@@ -89,6 +89,19 @@ def fam_model(model):
     return next(m for m in model.modules() if isinstance(m, FamForCausalLM))
 
 
+def set_activation_checkpointing(model, on: bool) -> None:
+    """Per-layer activation checkpointing on / off (transformers 5 renamed gradient_ -> activation_)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def build_tokenizer(recipe: Recipe):
     from .data.tokenizer import load_tokenizer
 
@@ -203,7 +216,7 @@ class Trainer:
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
         if recipe.activation_checkpointing:
-            self.fam.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            set_activation_checkpointing(self.fam, True)
         self.model.train()
         self.wrapped = self._wrap(self.model)
         self.optimizer = build_optimizer(recipe, self.model)
@@ -248,10 +261,10 @@ class Trainer:
             set_state_dict(self.model, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                            options=StateDictOptions(full_state_dict=True))
             return
-        missing, unexpected = self.model.load_state_dict(model_sd, strict=False)
-        if unexpected or [k for k in missing if k not in model_sd]:
-            bad = (unexpected or missing)[:3]
-            raise ValueError(f"weights do not fit this recipe's model (e.g. {bad})")
+        try:
+            self.model.load_state_dict(model_sd)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint weights do not fit this recipe's model: {str(err).splitlines()[0]}") from None
         self.optimizer.load_state_dict(optim_sd)
 
     def save_checkpoint(self) -> None:
@@ -436,7 +449,7 @@ class Trainer:
 
             model = merge_lora(model)
         model = fam_model(model)
-        model.gradient_checkpointing_disable()
+        set_activation_checkpointing(model, False)
         tmp = final.with_name("final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
