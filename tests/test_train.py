@@ -281,14 +281,14 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batching", ["packed", "document"])
-def test_ddp_two_processes_equal_one_process(tmp_path, batching):
-    values = tiny(tmp_path, max_steps=5, save_every=5, batching=batching)
+@pytest.mark.parametrize("batching,distributed", [("packed", "ddp"), ("document", "ddp"), ("document", "fsdp2")])
+def test_ddp_two_processes_equal_one_process(tmp_path, batching, distributed):
+    values = tiny(tmp_path, max_steps=5, save_every=5, batching=batching, distributed=distributed)
     recipe = write_yaml(tmp_path / "r.yaml", values)
     one = subprocess.run([sys.executable, "-m", "transformer_fam.train", str(recipe), f"out_dir={tmp_path / 'one'}"],
                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "transformer_fam.train", str(recipe), f"out_dir={tmp_path / 'two'}"],
                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -232,10 +232,15 @@ class Trainer:
         if self.dist.world == 1:
             return model
         if r.distributed == "fsdp2":
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+            if r.rsp_prob > 0:  # the carried FAM is projected outside a layer's forward (model.py)
+                raise ValueError("recipe key rsp_prob: Random State Passing is not supported with "
+                                 "distributed=fsdp2 yet; use ddp or rsp_prob=0")
             for layer in self.fam.model.layers:
                 fully_shard(layer)
+                # the initial FAM runs each layer outside its forward (FAM_SPEC §4): gather there too
+                register_fsdp_forward_method(layer, "initial_fam")
             fully_shard(model)
             return model
         from torch.nn.parallel import DistributedDataParallel
