@@ -154,7 +154,13 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected key=value")
-        out[key] = raw if key in string_keys else yaml.safe_load(raw)
+        if key in string_keys:
+            out[key] = raw
+            continue
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:  # not YAML: keep the text, the type check names the key
+            out[key] = raw
     return out
 
 
