@@ -95,13 +95,13 @@ def passkey_accuracy(model, tokenizer, filler_tokens: int, depth: float = 0.0, s
 
 def evaluate_passkey(model, tokenizer, lengths: list[int], depths: list[float] | None = None, samples: int = 50,
                      seed: int = 0, batch_size: int = 25, chunk_tokens: int | None = None,
-                     progress: bool = True, desc: str = "passkey") -> dict:
+                     progress: bool = True, desc: str = "passkey", position: int = 0) -> dict:
     """Accuracy per filler length (and per depth): {"<length>": acc} or {"<depth>": {"<length>": acc}}."""
     from tqdm.auto import tqdm
 
     grid = [(d, n) for d in (depths or [0.0]) for n in lengths]
     results: dict = {}
-    for d, n in tqdm(grid, desc=desc, disable=not progress, leave=False):
+    for d, n in tqdm(grid, desc=desc, disable=not progress, leave=False, position=position):
         acc = passkey_accuracy(model, tokenizer, n, d, samples, seed, batch_size, chunk_tokens)
         if depths is None:
             results[str(n)] = acc

@@ -40,31 +40,25 @@ def bucket_of(position: int) -> str:
 
 
 def load_texts(data: str, tokenizer) -> list[tuple[str, list[int]]]:
-    """(name, token ids) for each text named by ``data`` (file, folder of .txt, or passkey:N)."""
+    """(name, token ids) for each text of ``data``: a built-in corpus name, a .txt / .jsonl file, a
+    folder (see ``data.corpora.read_documents``), or passkey:N (one PassKey prompt, N filler tokens)."""
     from ..cli import UserError
 
     if data.startswith("passkey:"):
         from ..data.passkey import make_passkey_example
 
-        n = int(data.split(":", 1)[1])
+        try:
+            n = int(data.split(":", 1)[1])
+        except ValueError as err:
+            raise UserError(f"--data {data}: expected passkey:N with N an integer") from err
         ids, _ = make_passkey_example(n, 12345, 0.0, tokenizer)
         return [(data, ids)]
-    path = Path(data)
-    if path.is_dir():
-        files = sorted(path.glob("*.txt"))
-    elif path.is_file():
-        files = [path]
-    else:
-        try:  # a corpus name from the project's data package, when it provides one
-            from ..data import corpora  # type: ignore
+    from ..data.corpora import read_documents
 
-            return [(name, tokenizer.encode(text, add_special_tokens=False)) for name, text in corpora.load_texts(data)]
-        except (ImportError, AttributeError, KeyError, ValueError) as err:
-            raise UserError(f"--data {data}: not a file, a folder of .txt files, or passkey:N") from err
-    if not files:
-        raise UserError(f"--data {data}: no .txt files")
-    return [(f.name, tokenizer.encode(f.read_text(encoding="utf-8", errors="replace"), add_special_tokens=False))
-            for f in files]
+    docs = read_documents(data)
+    if not docs:
+        raise UserError(f"--data {data}: no documents")
+    return [(f"{Path(data).name}[{i}]", tokenizer.encode(doc, add_special_tokens=False)) for i, doc in enumerate(docs)]
 
 
 @torch.no_grad()

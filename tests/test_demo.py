@@ -1,0 +1,85 @@
+"""`fam demo`: its pieces (fast) and the whole quick run (slow, ~2 minutes)."""
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+from transformer_fam import demo
+from transformer_fam.cli import main
+from transformer_fam.data.passkey import passkey_batch, passkey_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return passkey_tokenizer()
+
+
+def test_models_are_the_same_size_and_the_papers_setup():
+    fam, bswa = demo.make_model(demo.FULL, "fam", 64), demo.make_model(demo.FULL, "bswa", 64)
+    assert (fam.config.attention_mode, fam.config.mem_segments) == ("fam", 0)
+    assert (bswa.config.attention_mode, bswa.config.mem_segments) == ("bswa", 1)
+    n_fam, n_bswa = (sum(p.numel() for p in m.parameters()) for m in (fam, bswa))
+    assert n_fam - n_bswa == fam.config.fam_length * fam.config.hidden_size  # only the learned initial FAM
+    # the longest training filler puts the key >= 8 blocks (FAM updates) before the question
+    L = demo.FULL.block_size
+    ids, (a0, _) = __import__("transformer_fam.data.passkey", fromlist=["x"]).make_passkey_example(
+        demo.FULL.train_max_filler, 12345, 0.0, passkey_tokenizer())
+    key_block, question_block = 32 // L, (a0 - 9) // L
+    assert question_block - key_block >= 8
+    assert max(demo.FULL.eval_lengths) >= 64 * demo.FULL.train_max_filler
+
+
+def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):
+    torch.manual_seed(0)
+    model = demo.make_model(demo.FULL, "fam", 64)
+    probe = demo.KeyProbe(model.config)
+    ids, labels, keys, span = passkey_batch(3, 37, tok, random.Random(0))
+    out, probe_loss = probe.forward_with_probe(model, ids, labels, span)
+    ref = model(ids, labels=labels)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=0)
+    assert 1.5 < probe_loss.item() < 3.5  # ~ln(10) for an untrained probe
+    probe_loss.backward()
+    assert model.fam_prompt.grad is not None and model.fam_prompt.grad.abs().sum() > 0
+    digits = (ids[:, span[0]:span[1]] - 4).tolist()
+    assert ["".join(map(str, d)) for d in digits] == [str(k) for k in keys]
+
+
+def test_curriculum_and_carried_steps_run_and_log(tok):
+    recipe = replace(demo.QUICK, steps=3, seconds=60, carry_steps=3, carry_seconds=60, batch_size=2,
+                     hidden_size=32, heads=2, train_max_filler=32)
+    torch.manual_seed(0)
+    model = demo.make_model(recipe, "fam", 64)
+    log = []
+    reached, probe = demo.train_curriculum(model, tok, recipe, 0, "t", log)
+    assert reached == recipe.start_filler and probe is not None and log[0]["step"] == 0
+    demo.train_carried(model, tok, recipe, 0, "c", log, probe)
+    assert log[-1]["phase"] == "carried" and model.model.rsp_state is None and model.config.rsp_prob == 0.0
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    result = json.loads((out / "passkey.json").read_text())
+    n = result["train_max_filler"]
+    assert n == demo.QUICK.train_max_filler
+    fam, bswa = result["fam"], result["bswa"]
+    assert set(fam) == set(bswa) == {str(x) for x in demo.QUICK.eval_lengths}
+    assert all(0.0 <= v <= 1.0 for v in list(fam.values()) + list(bswa.values()))
+    # FAM has learnt the task up to its training length ...
+    assert fam[str(n)] >= 0.6 and fam["0"] >= 0.6
+    # ... BSWA cannot see the key once it has left its window (here: always, 16-32 tokens) ...
+    beyond = [bswa[k] for k in bswa if int(k) >= n]
+    assert max(beyond) <= 0.1
+    # ... so FAM is clearly above BSWA at the training length
+    assert fam[str(n)] - bswa[str(n)] >= 0.5
+    assert (out / "passkey.png").stat().st_size > 5000
+    # the saved folders load back (tokenizer included) and `fam eval passkey` measures the same model
+    assert main(["eval", "passkey", "--model", str(out / "fam"), "--lengths", "0", "--samples", "20",
+                 "--seed", "1000", "--out", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev" / "passkey.json").read_text())
+    assert again["accuracy"]["0"] == pytest.approx(fam["0"])
