@@ -199,3 +199,14 @@ def test_gradient_checkpointing_gives_same_gradients():
     model(ids, labels=ids).loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_attention_mask_grows_linearly_not_quadratically(mode):
+    # the only mask is per block: (blocks, 1, block rows, m*L + F + L) — no T x T matrix
+    from transformer_fam.attention import BlockPlan
+
+    L, m, F = 16, 2, 4 if mode == "fam" else 0
+    sizes = [BlockPlan.make(L, m, F, 0, T, 0, torch.device("cpu")).mask.numel() for T in (10 * L, 20 * L, 40 * L)]
+    assert sizes[1] == 2 * sizes[0] and sizes[2] == 2 * sizes[1]
+    assert sizes[2] == 40 * L * ((m + 1) * L + F)
