@@ -3,7 +3,7 @@
 Every measurement runs in a fresh subprocess so that its peak memory (ru_maxrss) is its own;
 ratios come from one run on one machine. CPU-sized example (about an hour on 2 cores):
 
-    fam bench --out docs/bench
+    fam bench                      # writes docs/bench.json, docs/bench.png, docs/benchmarks.md
     fam bench --out /tmp/b --lengths 2048 8192 --dtypes float32 --skip-train   # a few minutes
 """
 
@@ -28,7 +28,7 @@ SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="docs/bench", help="folder for bench.json / bench.png / bench.md")
+    parser.add_argument("--out", default="docs", help="folder for bench.json, bench.png and benchmarks.md")
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     parser.add_argument("--long-lengths", type=int, nargs="*", default=[65536, 131072],
                         help="extra prefill lengths for the streaming modes only")
@@ -226,8 +226,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = dict(block_size=args.block_size, mem_segments=args.mem_segments, fam_length=args.fam_length,
                 decode_tokens=args.decode_tokens)
-    results = {"machine": machine(), "command": "fam " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else
-               "fam bench", "peak_gflops": {}, "prefill": [], "train": [], "stream": []}
+    results = {"machine": machine(), "command": "fam bench " + " ".join(sys.argv[2:]),
+               "peak_gflops": {}, "prefill": [], "train": [], "stream": []}
     for dtype in args.dtypes:
         results["peak_gflops"][dtype] = matmul_peak(dtype)
         print(f"matmul peak {dtype}: {results['peak_gflops'][dtype]:.0f} GFLOP/s", flush=True)
@@ -272,7 +272,7 @@ def run(args) -> int:
                 print(f"  stream {T} tokens: peak {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f}s, "
                       f"max FAM norm {r['max_fam_norm']:.1f}", flush=True)
     _save(results, out)
-    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    print(f"wrote {out / 'bench.json'}, {out / 'benchmarks.md'}, {out / 'bench.png'}")
     return 0
 
 
@@ -280,7 +280,7 @@ def _save(results: dict, out: Path) -> None:
     tmp = out / "bench.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out / "bench.json")
-    (out / "bench.md").write_text(report_markdown(results))
+    (out / "benchmarks.md").write_text(report_markdown(results))
     plot(results, out / "bench.png")
 
 
@@ -292,7 +292,11 @@ def _get(results, impl, T, dtype, label=None):
 
 
 def report_markdown(results: dict) -> str:
-    lines = [f"Machine: {results['machine']}", "",
+    lines = ["# Benchmarks", "",
+             "SmolLM2-135M shape (random weights), block 1024, 3 memory segments, FAM 64; every number from",
+             f"one run of `{results['command']}` (each measurement in its own process; peak RSS includes the",
+             "weights). Regenerate with the same command; the machine is shared and noisy, so compare ratios.", "",
+             f"Machine: {results['machine']}", "",
              "Matmul peak (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in results["peak_gflops"].items()),
              "", "### Prefill and decode", "",
              "| dtype | impl | tokens | prefill tok/s | decode ms/token | peak RSS MB | MFU |",
