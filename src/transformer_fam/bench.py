@@ -175,23 +175,30 @@ def matmul_peak(dtype: str) -> float:
     return 2 * 2048 ** 3 / statistics.median(times) / 1e9
 
 
+def attended_keys(impl: str, T: int, L: int, m: int, F: int) -> float:
+    """Query-key pairs a prefill of T tokens must compute (causal: t + 1 per query; windowed: the
+    filled memory blocks, the FAM and the causal current block)."""
+    if impl in ("hf", "full"):
+        return T * (T + 1) / 2
+    keys = 0.0
+    for b in range(-(-T // L)):
+        n = min(L, T - b * L)
+        keys += n * min(b, m) * L + n * (n + 1) / 2 + (n * F if impl == "fam" else 0)
+    return keys
+
+
 def prefill_flops(impl: str, T: int, args) -> float:
-    """FLOPs a prefill needs: weight matmuls for every token, attention scores+values for the
-    keys each query may see (causal: t; windowed: the valid memory, FAM and causal block)."""
+    """FLOPs a prefill needs: weight matmuls for every token (and for the FAM rows of each update),
+    scores + values for the attended keys."""
     s = SMOLLM2_SHAPE
     d, f, H, Hk, hd, n = (s["hidden_size"], s["intermediate_size"], s["num_attention_heads"],
                           s["num_key_value_heads"], s["head_dim"], s["num_hidden_layers"])
-    per_token = 2 * (d * H * hd + 2 * d * Hk * hd + H * hd * d + 3 * d * f)
-    if impl in ("hf", "full"):
-        keys = T * (T + 1) / 2
-    else:
-        L, m = args.block_size, args.mem_segments
-        keys = sum(min(b, m) * L * L + L * (L + 1) / 2 for b in range(-(-T // L)))
-        if impl == "fam":
-            keys += T * args.fam_length
-            per_token_fam = per_token + 4 * H * hd * (args.fam_length + L)  # FAM scan, per FAM row
-            return n * (per_token * T + 4 * H * hd * keys + per_token_fam * args.fam_length * (T // L))
-    return n * (per_token * T + 4 * H * hd * keys)
+    per_row = 2 * (d * H * hd + 2 * d * Hk * hd + H * hd * d + 3 * d * f)
+    L, F = args.block_size, args.fam_length
+    flops = per_row * T + 4 * H * hd * attended_keys(impl, T, L, args.mem_segments, F)
+    if impl == "fam":  # one update per complete block: F rows through the layer, attending to F + L keys
+        flops += (T // L) * (per_row * F + 4 * H * hd * F * (F + L))
+    return n * flops
 
 
 # ------------------------------------------------------------------------------------ driver
