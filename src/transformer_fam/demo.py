@@ -37,7 +37,7 @@ class DemoRecipe:
     heads: int = 4
     block_size: int = 16
     fam_length: int = 16
-    train_max_filler: int = 128  # longest training filler (tokens): the key sits 8+ blocks before the question
+    train_max_filler: int = 128  # longest fully backpropagated filler (tokens): the key sits 8+ blocks before the question
     start_filler: int = 0
     filler_step: int = 16
     filler_multiple: int = 16  # training fillers are whole blocks: the answer sits at a fixed place in its block
@@ -47,19 +47,26 @@ class DemoRecipe:
     promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
     batch_size: int = 16
     lr: float = 3e-3
-    steps: int = 3000  # upper bound of curriculum steps
-    seconds: float = 420.0  # time budget of the curriculum (per model)
+    steps: int = 800  # upper bound of curriculum steps (FAM stops earlier once it masters train_max_filler)
+    seconds: float = 900.0  # safety time limit of the curriculum (per model)
     carry_steps: int = 0  # FAM steps with the state carried across steps (document-continuous)
     carry_seconds: float = 0.0
     carry_reset: float = 0.25  # probability that a carried step starts fresh
     carry_lr: float = 1e-3
-    eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
+    long_steps: int = 300  # FAM steps on long fillers with truncated backpropagation (after the curriculum)
+    long_seconds: float = 600.0
+    long_max_filler: int = 512  # fillers drawn log-uniformly up to this (forward only, except the tail)
+    long_grad_tokens: int = 128  # backprop through the last this many tokens before the answer's block
+    long_fraction: float = 0.5  # share of long episodes; the rest are curriculum-range episodes
+    long_batch_size: int = 8
+    eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                                             8192, 16384, 32768])
     eval_samples: int = 50
     threads: int = 2
 
 
 FULL = DemoRecipe()
-QUICK = replace(FULL, train_max_filler=48, steps=600, seconds=55.0, carry_steps=0,
+QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=55.0, long_steps=0,
                 eval_lengths=[0, 16, 48, 192, 768, 3072], eval_samples=20)
 
 
@@ -106,16 +113,20 @@ class KeyProbe(torch.nn.Module):
         logits = torch.cat((first.logits, second.logits), dim=1)
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
-        digits = (ids[:, span[0]: span[0] + self.digits] - 4).clamp(0, 9)  # word tokenizer: "0".."9" are ids 4..13
-        probe_loss = 0.0
-        for head, f in zip(self.heads, fam):
-            pred = head(self.norm(f[:, : self.digits]))  # (B, D, 10 * D)
-            pred = pred.view(f.shape[0], self.digits, self.digits, 10).diagonal(dim1=1, dim2=2).transpose(1, 2)
-            probe_loss = probe_loss + torch.nn.functional.cross_entropy(pred.reshape(-1, 10), digits.reshape(-1))
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         return (CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values),
-                probe_loss / len(fam))
+                self.loss(fam, ids, span))
+
+    def loss(self, fam: list[torch.Tensor], ids: torch.Tensor, span) -> torch.Tensor:
+        """Mean over layers of the cross-entropy of digit j read from FAM slot j; fam: per layer (B, F, d)."""
+        digits = (ids[:, span[0]: span[0] + self.digits] - 4).clamp(0, 9)  # word tokenizer: "0".."9" are ids 4..13
+        total = 0.0
+        for head, f in zip(self.heads, fam):
+            pred = head(self.norm(f[:, : self.digits]))  # (B, D, 10 * D)
+            pred = pred.view(f.shape[0], self.digits, self.digits, 10).diagonal(dim1=1, dim2=2).transpose(1, 2)
+            total = total + torch.nn.functional.cross_entropy(pred.reshape(-1, 10), digits.reshape(-1))
+        return total / len(fam)
 
 
 def _sample_filler(rng: random.Random, longest: int, multiple: int) -> int:
@@ -207,6 +218,76 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
         bar.close()
 
 
+def _truncated_forward(model, probe, ids, labels, span, grad_tokens: int):
+    """Forward a long episode: the prefix without gradients (streamed through the FamCache), the
+    last grad_tokens before the answer's block and the rest with gradients; returns (out, probe loss)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    L = model.config.block_size
+    cut = (span[0] // L) * L
+    g0 = max(0, (cut - grad_tokens) // L * L)
+    cache = None
+    if g0 > 0:
+        with torch.no_grad():
+            for chunk in ids[:, :g0].split(16 * L, dim=1):
+                cache = model(chunk, past_key_values=cache, use_cache=True).past_key_values
+    first = model(ids[:, g0:cut], past_key_values=cache, use_cache=True)
+    fam = first.past_key_values.fam_state()
+    second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
+    logits = torch.cat((first.logits, second.logits), dim=1)
+    tail = labels[:, g0:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             tail[:, 1:].reshape(-1), ignore_index=-100)
+    probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
+    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values), probe_loss
+
+
+def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
+               position: int = 0) -> None:
+    """Long forward chains: fillers up to long_max_filler (log-uniform, whole blocks), streamed
+    without gradients except the last long_grad_tokens before the answer (truncated
+    backpropagation), mixed with curriculum-range episodes that keep the write path trained."""
+    from tqdm.auto import tqdm
+
+    if recipe.long_steps <= 0:
+        return
+    rng = random.Random(seed + 2)
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    opt = torch.optim.AdamW(params, lr=recipe.carry_lr, weight_decay=0.0)
+    model.train()
+    running, t0 = 0.0, time.time()
+    bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
+    for step in bar:
+        long = rng.random() < recipe.long_fraction
+        if long:
+            lo, hi = math.log(recipe.train_max_filler), math.log(recipe.long_max_filler)
+            filler = int(math.exp(rng.uniform(lo, hi))) // recipe.filler_multiple * recipe.filler_multiple
+            batch = recipe.long_batch_size
+        else:
+            filler, batch = _sample_filler(rng, recipe.train_max_filler, recipe.filler_multiple), recipe.batch_size
+        ids, labels, _, span = passkey_batch(batch, filler, tokenizer, rng, recipe.depth, recipe.loss_on)
+        if long:
+            out, probe_loss = _truncated_forward(model, probe, ids, labels, span, recipe.long_grad_tokens)
+            loss = out.loss + recipe.probe_weight * probe_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss_v, acc = out.loss.item(), _answer_stats(out.logits, ids[:, -out.logits.shape[1]:],
+                                                          (span[0] - ids.shape[1] + out.logits.shape[1],
+                                                           span[1] - ids.shape[1] + out.logits.shape[1]))
+        else:
+            loss_v, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span)
+        running = 0.9 * running + 0.1 * acc
+        if step % 10 == 0:
+            log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
+                        "loss": round(loss_v, 4), "acc": acc, "running_acc": round(running, 3)})
+        bar.set_postfix(filler=filler, loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
+        if time.time() - t0 > recipe.long_seconds:
+            break
+    bar.close()
+
+
 def train_and_evaluate(mode: str, recipe: DemoRecipe, seed: int, out: str, threads: int, position: int = 0) -> dict:
     """Train one model from nothing, evaluate it, save it (with the tokenizer) to out/mode."""
     torch.set_num_threads(threads)
@@ -219,9 +300,11 @@ def train_and_evaluate(mode: str, recipe: DemoRecipe, seed: int, out: str, threa
     reached, probe = train_curriculum(model, tokenizer, recipe, seed, f"train {mode}", log, position)
     if mode == "fam":
         train_carried(model, tokenizer, recipe, seed, f"carry {mode}", log, probe, position)
+        train_long(model, tokenizer, recipe, seed, f"long {mode}", log, probe, position)
     train_s = time.time() - t0
     accuracy = evaluate_passkey(model, tokenizer, recipe.eval_lengths, samples=recipe.eval_samples,
-                                seed=seed + 1000, desc=f"eval {mode}", position=position)
+                                seed=seed + 1000, batch_size=recipe.eval_samples, desc=f"eval {mode}",
+                                position=position)
     model.save_pretrained(Path(out) / mode)
     tokenizer.save_pretrained(Path(out) / mode)
     return {"mode": mode, "accuracy": accuracy, "train_seconds": round(train_s, 1),
@@ -253,11 +336,14 @@ def run(args) -> int:
         print(f"{mode}: trained {r['train_seconds']:.0f}s (curriculum reached filler {r['max_filler_reached']}), "
               f"evaluated {r['eval_seconds']:.0f}s")
     columns = {mode: runs[mode]["accuracy"] for mode in ("fam", "bswa")}
-    train_max = recipe.train_max_filler
+    # the longest filler any training example had (the long phase runs it forward, backprop on the tail)
+    train_max = max(recipe.train_max_filler, recipe.long_max_filler if recipe.long_steps > 0 else 0)
     print(f"\nPassKey accuracy (all 5 digits right, {recipe.eval_samples} prompts per length; "
-          f"longest training filler {train_max} tokens, block {recipe.block_size}):")
+          f"longest training filler {train_max} tokens ({recipe.train_max_filler} with full backpropagation), "
+          f"block {recipe.block_size}):")
     print(format_table(columns))
-    result = {"train_max_filler": train_max, "fam": columns["fam"], "bswa": columns["bswa"]}
+    result = {"train_max_filler": train_max, "train_max_backprop_filler": recipe.train_max_filler,
+              "fam": columns["fam"], "bswa": columns["bswa"]}
     (out / "passkey.json").write_text(json.dumps(result, indent=2))
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": args.seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))

@@ -1,0 +1,51 @@
+"""`fam eval ppl`: streamed per-position metrics equal one unchunked forward; buckets; the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from transformer_fam import FamConfig, FamForCausalLM
+from transformer_fam.cli import main
+from transformer_fam.data.passkey import passkey_tokenizer
+from transformer_fam.evaluate.perplexity import bucket_of, evaluate_texts, token_metrics
+
+
+def tiny(mode="fam"):
+    torch.manual_seed(0)
+    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    attention_mode=mode, block_size=8, mem_segments=1, fam_length=2)
+    return FamForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("mode", ["full", "bswa", "fam"])
+def test_streamed_metrics_equal_one_forward(mode):
+    model = tiny(mode)
+    ids = torch.randint(0, 64, (1, 53), generator=torch.Generator().manual_seed(1))
+    loss, correct = token_metrics(model, ids[0].tolist(), chunk_tokens=12)
+    logits = model(ids).logits[0, :-1]
+    ref = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+    torch.testing.assert_close(loss, ref, atol=1e-4, rtol=0)
+    assert torch.equal(correct, logits.argmax(-1) == ids[0, 1:])
+
+
+def test_buckets():
+    assert [bucket_of(p) for p in (0, 4095, 4096, 16383, 16384, 65535, 65536, 10**6)] == [
+        "0-4k", "0-4k", "4k-16k", "4k-16k", "16k-64k", "16k-64k", "64k+", "64k+"]
+    model = tiny()
+    res = evaluate_texts(model, [("a", list(range(1, 40))), ("b", list(range(2, 30)))], 8, progress=False)
+    assert res["0-4k"]["tokens"] == 38 + 27 and 0 <= res["0-4k"]["accuracy"] <= 1
+
+
+def test_cli_compares_modes(tmp_path):
+    model = tiny("fam")
+    model.save_pretrained(tmp_path / "m")
+    passkey_tokenizer().save_pretrained(tmp_path / "m")
+    text = tmp_path / "t.txt"
+    text.write_text("The grass is green. The sky is blue. " * 20)
+    assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "full,bswa,fam",
+                 "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "ppl.json").read_text())
+    assert set(rec["modes"]) == {"full", "bswa", "fam"} and rec["tokens"] == 200
+    assert all(r["0-4k"]["tokens"] == 199 for r in rec["modes"].values())
+    assert (tmp_path / "o" / "ppl.png").exists()
