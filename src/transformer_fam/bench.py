@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-lengths", type=int, nargs="*", default=[65536, 131072],
                         help="extra prefill lengths for the streaming modes only")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--bf16-lengths", type=int, nargs="+", default=[8192],
+                        help="prefill lengths measured in bfloat16 (float32 uses --lengths)")
+    parser.add_argument("--full-max", type=int, default=8192,
+                        help="longest prompt for this project's own full mode (HF is the full-attention peer)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per measurement (0: torch default)")
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--mem-segments", type=int, default=3)
     parser.add_argument("--fam-length", type=int, default=64)
@@ -66,6 +71,11 @@ def _hf_model(args, dtype):
     return LlamaForCausalLM(cfg).to(dtype).eval()
 
 
+def _threads(spec: dict) -> None:
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -75,6 +85,7 @@ def measure_one(spec: dict) -> dict:
     from .cache import FamCache
 
     args = argparse.Namespace(**spec)
+    _threads(spec)
     dtype = getattr(torch, spec["dtype"])
     impl, T = spec["impl"], spec["tokens"]
     model = _hf_model(args, dtype) if impl == "hf" else _fam_model(impl, args, dtype)
@@ -113,6 +124,7 @@ def measure_train(spec: dict) -> dict:
     from .cache import FamCache
 
     args = argparse.Namespace(**spec)
+    _threads(spec)
     model = _fam_model("fam", args, torch.float32).train()
     T = spec["tokens"]
     ids = torch.randint(0, SMOLLM2_SHAPE["vocab_size"], (1, T), generator=torch.Generator().manual_seed(1))
@@ -131,7 +143,7 @@ def measure_train(spec: dict) -> dict:
     fn = layerwise if spec["schedule"] == "layerwise" else naive
     fn()  # warm-up
     times = []
-    for _ in range(2):
+    for _ in range(1 if T > 4096 else 2):
         model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         fn()
@@ -146,6 +158,7 @@ def measure_stream(spec: dict) -> dict:
     from .config import FamConfig
     from .model import FamForCausalLM
 
+    _threads(spec)
     torch.manual_seed(0)
     cfg = FamConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=4, attention_mode="fam", block_size=256, mem_segments=1, fam_length=16)
@@ -225,14 +238,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (f"{cpu}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads per measurement")
 
 
 def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = dict(block_size=args.block_size, mem_segments=args.mem_segments, fam_length=args.fam_length,
-                decode_tokens=args.decode_tokens)
+                decode_tokens=args.decode_tokens, threads=args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = {"machine": machine(), "command": "fam bench " + " ".join(sys.argv[2:]),
                "peak_gflops": {}, "prefill": [], "train": [], "stream": []}
     for dtype in args.dtypes:
@@ -240,9 +256,10 @@ def run(args) -> int:
         print(f"matmul peak {dtype}: {results['peak_gflops'][dtype]:.0f} GFLOP/s", flush=True)
     impls = ["fam", "bswa", "full"] + ([] if args.skip_hf else ["hf"])
     for dtype in args.dtypes:
-        for T in list(args.lengths) + list(args.long_lengths):
+        lengths = args.lengths if dtype == "float32" else args.bf16_lengths
+        for T in list(lengths) + list(args.long_lengths if dtype == "float32" else []):
             for impl in impls:
-                if T not in args.lengths and impl in ("full", "hf"):
+                if (T not in lengths and impl in ("full", "hf")) or (impl == "full" and T > args.full_max):
                     continue
                 spec = {**base, "impl": impl, "tokens": T, "dtype": dtype,
                         "chunk": 8 * args.block_size if impl in ("fam", "bswa") else None}
@@ -273,7 +290,7 @@ def run(args) -> int:
                 _save(results, out)
     if args.stream_tokens:
         for T in (65536, args.stream_tokens):
-            r = _child("stream", {"tokens": T}, args.timeout)
+            r = _child("stream", {"tokens": T, "threads": args.threads}, args.timeout)
             if r:
                 results["stream"].append(r)
                 print(f"  stream {T} tokens: peak {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f}s, "
