@@ -264,6 +264,31 @@ def test_sigkill_then_resume_gives_identical_losses(tmp_path):
     assert len(losses(killed_dir)) == 10
 
 
+def test_sigint_in_process_checkpoints_then_resume_continues(tmp_path, monkeypatch):
+    import threading
+
+    values = tiny(tmp_path, max_steps=200, save_every=1000)
+    metrics = Path(values["out_dir"]) / "metrics.jsonl"
+
+    def interrupt():
+        t0 = time.time()
+        while time.time() - t0 < 60 and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setenv("FAM_TRAIN_STEP_DELAY", "0.1")
+    threading.Thread(target=interrupt, daemon=True).start()
+    assert train_inproc(values) == 130
+    n = len(losses(values["out_dir"]))
+    assert 3 <= n < 200
+    assert [p.name for p in (Path(values["out_dir"]) / "checkpoints").iterdir()] == [f"step-{n:08d}"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.delenv("FAM_TRAIN_STEP_DELAY")
+    assert train_inproc(dict(values, max_steps=n + 2), resume=True) == 0
+    assert len(losses(values["out_dir"])) == n + 2
+
+
+@pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     values = tiny(tmp_path, max_steps=200, save_every=1000)
     recipe = write_yaml(tmp_path / "r.yaml", values)
