@@ -152,6 +152,8 @@ def test_passkey_batches_exact_length_and_answer_targets():
     assert torch.equal(x, b.batch(7)[0]) and not torch.equal(x, b.batch(8)[0])
     with pytest.raises(ValueError, match="seq_len=10"):
         PasskeyBatches(tok, seq_len=10, batch_size=1, seed=0)
+    xa, ya = PasskeyBatches(tok, seq_len=120, batch_size=3, seed=0, loss_on="all").batch(7)
+    assert torch.equal(xa, x) and torch.equal(ya[:, :-1], x[:, 1:]) and torch.equal(ya[y != -100], y[y != -100])
 
 
 def test_make_batches_from_files_and_errors(tmp_path):

@@ -32,6 +32,7 @@ class Recipe:
     # data
     data: str = "passkey"  # built-in corpus names / files / folders, comma-separated; or passkey
     text_field: str = "text"
+    passkey_loss: str = "answer"  # passkey: loss on the answer's digits, or on all tokens
     tokenizer: str = "auto"  # auto (byte for scratch, the base model's otherwise) / byte / passkey / path
     batching: str = "packed"  # packed (paper) / document (rows read documents in order, FAM carried)
     seq_len: int = 512
@@ -76,7 +77,7 @@ class Recipe:
         choices = {"device": ("auto", "cpu", "cuda"), "batching": ("packed", "document"),
                    "init": ("scratch", "pretrained"), "finetune": ("full", "lora"),
                    "optimizer": ("adamw", "adafactor"), "schedule": ("constant", "cosine"),
-                   "distributed": ("ddp", "fsdp2"), "attention_mode": ("full", "bswa", "fam")}
+                   "distributed": ("ddp", "fsdp2"), "passkey_loss": ("answer", "all"), "attention_mode": ("full", "bswa", "fam")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"recipe key {key}={getattr(self, key)!r}: must be one of {', '.join(allowed)}")

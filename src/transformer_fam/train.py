@@ -212,7 +212,7 @@ class Trainer:
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
-                                    recipe.batch_size, recipe.seed, recipe.text_field)
+                                    recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
         if recipe.activation_checkpointing:

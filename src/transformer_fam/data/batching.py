@@ -12,7 +12,7 @@ process builds the same batch and takes its own rows): ``targets[:, t]`` is the 
   reads its documents in order across steps and the trainer carries the (detached) FamCache from
   step to step. ``starts_stream(index)`` tells the trainer when to start from a fresh cache.
 - ``PasskeyBatches``: the synthetic PassKey task (FAM_SPEC §8) at exactly T+1 tokens per row,
-  the key sentence at a random depth; loss on the answer's tokens only.
+  the key sentence at a random depth; loss on the answer's tokens only (or on all tokens).
 """
 
 from __future__ import annotations
@@ -106,9 +106,12 @@ class PasskeyBatches:
 
     mode = "packed"
 
-    def __init__(self, tokenizer, seq_len: int, batch_size: int, seed: int):
+    def __init__(self, tokenizer, seq_len: int, batch_size: int, seed: int, loss_on: str = "answer"):
         from . import passkey
 
+        if loss_on not in ("answer", "all"):
+            raise ValueError(f"passkey_loss={loss_on!r}: must be answer or all")
+        self.loss_on = loss_on
         self.passkey, self.tokenizer = passkey, tokenizer
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         shortest = len(passkey.make_passkey_example(0, passkey.KEY_MAX, 0.0, tokenizer)[0])
@@ -132,6 +135,8 @@ class PasskeyBatches:
             rows.append(ids)
             spans.append(span)
         seq = torch.tensor(rows, dtype=torch.long)
+        if self.loss_on == "all":
+            return seq[:, :-1], seq[:, 1:].clone()
         targets = torch.full((self.batch_size, n - 1), -100, dtype=torch.long)
         for r, (s, e) in enumerate(spans):
             targets[r, s - 1: e - 1] = seq[r, s:e]
@@ -139,12 +144,12 @@ class PasskeyBatches:
 
 
 def make_batches(data: str, tokenizer, mode: str, seq_len: int, batch_size: int, seed: int,
-                 text_field: str = "text"):
+                 text_field: str = "text", passkey_loss: str = "answer"):
     """The batcher for a recipe's ``data`` (comma-separated corpus names / paths, or ``passkey``)."""
     if data == "passkey":
         if mode != "packed":
             raise ValueError("batching: passkey examples are independent; use batching=packed")
-        return PasskeyBatches(tokenizer, seq_len, batch_size, seed)
+        return PasskeyBatches(tokenizer, seq_len, batch_size, seed, passkey_loss)
     from .corpora import read_documents
 
     texts = [doc for spec in data.split(",") if spec.strip() for doc in read_documents(spec.strip(), text_field)]
