@@ -156,6 +156,18 @@ def test_passkey_batches_exact_length_and_answer_targets():
     assert torch.equal(xa, x) and torch.equal(ya[:, :-1], x[:, 1:]) and torch.equal(ya[y != -100], y[y != -100])
 
 
+def test_passkey_curriculum_grows_the_length_to_seq_len():
+    from transformer_fam.data.passkey import passkey_tokenizer
+
+    b = PasskeyBatches(passkey_tokenizer(), seq_len=120, batch_size=2, seed=0, curriculum=10)
+    lengths = [b.batch(i)[0].shape[1] for i in range(12)]
+    assert lengths[0] == b.shortest and lengths[10:] == [120, 120]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 5
+    for i in (0, 5):
+        x, y = b.batch(i)
+        assert (y != -100).sum(1).tolist() == [5, 5]  # still one whole answer per row
+
+
 def test_make_batches_from_files_and_errors(tmp_path):
     (tmp_path / "a.txt").write_text("abcdefghij" * 20)
     b = make_batches(str(tmp_path / "a.txt"), byte_tokenizer(), "document", seq_len=8, batch_size=2, seed=0)

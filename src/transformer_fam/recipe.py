@@ -33,6 +33,7 @@ class Recipe:
     data: str = "passkey"  # built-in corpus names / files / folders, comma-separated; or passkey
     text_field: str = "text"
     passkey_loss: str = "answer"  # passkey: loss on the answer's digits, or on all tokens
+    passkey_curriculum: int = 0  # passkey: batches over which the length grows from the shortest to seq_len
     tokenizer: str = "auto"  # auto (byte for scratch, the base model's otherwise) / byte / passkey / path
     batching: str = "packed"  # packed (paper) / document (rows read documents in order, FAM carried)
     seq_len: int = 512

@@ -56,7 +56,8 @@ class Trainer:
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
-                                    recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss)
+                                    recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
+                                    recipe.passkey_curriculum)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
         if recipe.activation_checkpointing:

@@ -13,6 +13,7 @@ process builds the same batch and takes its own rows): ``targets[:, t]`` is the 
   step to step. ``starts_stream(index)`` tells the trainer when to start from a fresh cache.
 - ``PasskeyBatches``: the synthetic PassKey task (FAM_SPEC §8) at exactly T+1 tokens per row,
   the key sentence at a random depth; loss on the answer's tokens only (or on all tokens).
+  With ``curriculum`` N, batch i < N is shorter: the length grows linearly to T+1 over N batches.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class PasskeyBatches:
 
     mode = "packed"
 
-    def __init__(self, tokenizer, seq_len: int, batch_size: int, seed: int, loss_on: str = "answer"):
+    def __init__(self, tokenizer, seq_len: int, batch_size: int, seed: int, loss_on: str = "answer",
+                 curriculum: int = 0):
         from . import passkey
 
         if loss_on not in ("answer", "all"):
@@ -114,7 +116,8 @@ class PasskeyBatches:
         self.loss_on = loss_on
         self.passkey, self.tokenizer = passkey, tokenizer
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        shortest = len(passkey.make_passkey_example(0, passkey.KEY_MAX, 0.0, tokenizer)[0])
+        self.curriculum = curriculum
+        self.shortest = shortest = len(passkey.make_passkey_example(0, passkey.KEY_MAX, 0.0, tokenizer)[0])
         if shortest > seq_len + 1:
             raise ValueError(f"seq_len={seq_len}: a PassKey example needs at least {shortest - 1} tokens "
                              f"with this tokenizer")
@@ -124,13 +127,15 @@ class PasskeyBatches:
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         pk, n = self.passkey, self.seq_len + 1
+        if self.curriculum and index < self.curriculum:  # grow the examples linearly up to seq_len + 1
+            n = self.shortest + 1 + (n - self.shortest - 1) * index // self.curriculum
         rng = random.Random(f"passkey-{self.seed}-{index}")
         rows, spans = [], []
         for _ in range(self.batch_size):
             key, depth = pk.random_key(rng), rng.random()
             bare = len(pk.make_passkey_example(0, key, depth, self.tokenizer)[0])
             ids, span = pk.make_passkey_example(n - bare, key, depth, self.tokenizer)
-            if len(ids) != n:  # a tokenizer that merges across the filler boundary: pad with filler
+            if len(ids) != n:  # a tokenizer whose tokens merge across the parts of the example
                 raise ValueError(f"passkey: example length {len(ids)} != seq_len+1={n} with this tokenizer")
             rows.append(ids)
             spans.append(span)
@@ -144,12 +149,12 @@ class PasskeyBatches:
 
 
 def make_batches(data: str, tokenizer, mode: str, seq_len: int, batch_size: int, seed: int,
-                 text_field: str = "text", passkey_loss: str = "answer"):
+                 text_field: str = "text", passkey_loss: str = "answer", passkey_curriculum: int = 0):
     """The batcher for a recipe's ``data`` (comma-separated corpus names / paths, or ``passkey``)."""
     if data == "passkey":
         if mode != "packed":
             raise ValueError("batching: passkey examples are independent; use batching=packed")
-        return PasskeyBatches(tokenizer, seq_len, batch_size, seed, passkey_loss)
+        return PasskeyBatches(tokenizer, seq_len, batch_size, seed, passkey_loss, passkey_curriculum)
     from .corpora import read_documents
 
     texts = [doc for spec in data.split(",") if spec.strip() for doc in read_documents(spec.strip(), text_field)]
