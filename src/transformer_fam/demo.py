@@ -349,6 +349,6 @@ def run(args) -> int:
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
     plot_accuracy({"FAM (m=0)": columns["fam"], "BSWA (m=1)": columns["bswa"]}, out / "passkey.png",
                   f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
-                  train_max)
+                  train_max, recipe.train_max_filler)
     print(f"wrote {out}/passkey.json, passkey.png, fam/, bswa/ in {time.time() - t_start:.0f}s")
     return 0

@@ -122,8 +122,10 @@ def format_table(columns: dict[str, dict[str, float]], title: str = "filler toke
     return "\n".join(lines)
 
 
-def plot_accuracy(columns: dict[str, dict[str, float]], path: Path, title: str, train_max: int | None = None) -> None:
-    """Accuracy vs filler length, log x-axis, one line per model (paper Fig. 3a in kind)."""
+def plot_accuracy(columns: dict[str, dict[str, float]], path: Path, title: str, train_max: int | None = None,
+                  backprop_max: int | None = None) -> None:
+    """Accuracy vs filler length, log x-axis, one line per model (paper Fig. 3a in kind); filler 0
+    is drawn at x=1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,8 +137,11 @@ def plot_accuracy(columns: dict[str, dict[str, float]], path: Path, title: str, 
         ax.plot([max(x, 1) for x in xs], [100 * col[str(x)] for x in xs], marker="o", label=name)
     if train_max:
         ax.axvline(train_max, color="grey", linestyle="--", linewidth=1, label=f"longest training filler ({train_max})")
+    if backprop_max and backprop_max != train_max:
+        ax.axvline(backprop_max, color="grey", linestyle=":", linewidth=1,
+                   label=f"longest fully backpropagated filler ({backprop_max})")
     ax.set_xscale("log")
-    ax.set_xlabel("filler tokens")
+    ax.set_xlabel("filler tokens (0 drawn at 1)")
     ax.set_ylabel("PassKey accuracy (%)")
     ax.set_ylim(-3, 103)
     ax.set_title(title)
