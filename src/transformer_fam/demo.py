@@ -66,7 +66,7 @@ class DemoRecipe:
 
 
 FULL = DemoRecipe()
-QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=55.0, long_steps=0,
+QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=600.0, long_steps=0,
                 eval_lengths=[0, 16, 48, 192, 768, 3072], eval_samples=20)
 
 
