@@ -2,6 +2,7 @@
 DDP equality, paper-shaped presets, LoRA fine-tuning of a converted model."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -321,3 +322,17 @@ def test_ddp_two_processes_equal_one_process(tmp_path, batching, distributed):
     assert len(l1) == len(l2) == 5
     assert l1 == pytest.approx(l2, abs=1e-5)
     assert (tmp_path / "two" / "final" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_fsdp2_with_random_state_passing_runs(tmp_path):
+    # each process carries the FAM of its own first row, so only the run itself is compared: the
+    # carried FAM's projection must gather the sharded layer weights (carried_fam is registered)
+    values = tiny(tmp_path, max_steps=4, save_every=4, distributed="fsdp2", rsp_prob=1.0)
+    recipe = write_yaml(tmp_path / "r.yaml", values)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "transformer_fam.train", str(recipe)],
+                         env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    got = losses(values["out_dir"])
+    assert len(got) == 4 and all(math.isfinite(x) for x in got)

@@ -116,6 +116,11 @@ class FamDecoderLayer(nn.Module):
         """QKV of Norm1(FAM) at the FAM's positions (same weights as the tokens)."""
         return self.self_attn.project(self.input_layernorm(fam), cos, sin)
 
+    def carried_fam(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """QKV of a FAM carried in from an earlier step (RSP). Called outside this layer's forward
+        only, so that FSDP2 can gather the weights for it (register_fsdp_forward_method)."""
+        return self.fam_projections(fam, cos, sin)
+
     def initial_fam(self, prompt_in: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Carry the learned prompt through this layer on its own (FAM_SPEC §4).
 
@@ -311,7 +316,7 @@ class FamModel(FamPreTrainedModel):
                 prompt, (q, k, v) = layer.initial_fam(prompt, cos, sin)
             else:
                 fam = carried[i].to(dtype)
-                q, k, v = layer.fam_projections(fam, cos, sin)
+                q, k, v = layer.carried_fam(fam, cos, sin)
             st = cache.layers[i]
             mL = cfg.mem_segments * cfg.block_size
             st.fam, st.fam_q, k, v = (t.expand(B, *t.shape[1:]) for t in (fam, q, k, v))

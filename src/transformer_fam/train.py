@@ -79,13 +79,11 @@ class Trainer:
         if r.distributed == "fsdp2":
             from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-            if r.rsp_prob > 0:  # the carried FAM is projected outside a layer's forward (model.py)
-                raise ValueError("recipe key rsp_prob: Random State Passing is not supported with "
-                                 "distributed=fsdp2 yet; use ddp or rsp_prob=0")
             for layer in self.fam.model.layers:
                 fully_shard(layer)
                 # the initial FAM runs each layer outside its forward (FAM_SPEC §4): gather there too
                 register_fsdp_forward_method(layer, "initial_fam")
+                register_fsdp_forward_method(layer, "carried_fam")  # RSP: a FAM from the last step
             fully_shard(model)
             return model
         from torch.nn.parallel import DistributedDataParallel
