@@ -78,18 +78,10 @@ def _head(model, x):
     return x @ model.lm_head.weight.T
 
 
-@torch.no_grad()
 def reference_full(model, ids):
     """Plain causal transformer on one sequence ids (T,) -> logits (T, V)."""
     T = ids.shape[0]
-    x = model.model.embed_tokens.weight[ids]
-    pos = torch.arange(T)
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    for i in range(model.config.num_hidden_layers):
-        layer = RefLayer(model, i)
-        q, k, v = layer.qkv(x, pos)
-        x = layer.out(attend(q, k, v, causal), x)
-    return _head(model, x)
+    return reference_masked(model, ids, torch.ones(T, T, dtype=torch.bool).tril())
 
 
 @torch.no_grad()
