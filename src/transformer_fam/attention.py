@@ -193,7 +193,7 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
             o2, l2 = _flash_cpu(_flat(qb[:, a:b]), _flat(torch.cat(ks, 3)), _flat(torch.cat(vs, 3)))
             o2, l2 = o2.view(o1.shape), l2.view(l1.shape)
             lse_all = torch.logaddexp(l1, l2)
-            w1, w2 = (torch.exp(l - lse_all)[..., None].to(o1.dtype) for l in (l1, l2))
+            w1, w2 = (torch.exp(part - lse_all)[..., None].to(o1.dtype) for part in (l1, l2))
             o1 = o1 * w1 + o2 * w2
         parts_out.append(o1)
     out = torch.cat(parts_out, dim=1).transpose(1, 2)  # (B, H, nb, R, hd)
