@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -78,32 +79,46 @@ class BlockPlan:
     n_complete: int
     query_rows: int  # query rows per block in the attention (L, or T when nb == 1)
     query_start: int  # row of the first new token inside block 0
-    mask: torch.Tensor  # (nb, 1, query_rows, m*L + F + L) bool, True = attend
+    device: torch.device
 
     @classmethod
     def make(cls, block_size: int, mem_segments: int, fam_length: int, cached: int, new: int,
              mem_valid: int, device) -> "BlockPlan":
-        L, m, Fl = block_size, mem_segments, fam_length
+        L = block_size
         nb = -(-(cached + new) // L)
-        n_complete = (cached + new) // L
-        if nb == 1:
-            query_rows, query_start = new, cached
-        else:
-            query_rows, query_start = L, 0
+        query_rows, query_start = (new, cached) if nb == 1 else (L, 0)
+        return cls(L, mem_segments, fam_length, cached, new, mem_valid, nb, (cached + new) // L,
+                   query_rows, query_start, torch.device(device))
+
+    @cached_property
+    def mask(self) -> torch.Tensor:
+        """(nb, 1, query_rows, m*L + F + L) bool, True = attend. Built on first use only: the
+        inference prefill path needs no mask."""
+        L, m, Fl, nb, R, dev = (self.block_size, self.mem_segments, self.fam_length, self.nb, self.query_rows,
+                                self.device)
         # Query row r of local block i has in-block index qi = r + query_start (block 0 only
         # when nb == 1). Keys: m*L memory (slot s holds the block i-m+s), F FAM, L current.
-        rows = torch.arange(query_rows, device=device) + query_start  # (R,)
-        cur = torch.arange(L, device=device)
-        block = torch.arange(nb, device=device)
-        valid_len = torch.clamp(cached + new - block * L, max=L)  # keys present per block
+        rows = torch.arange(R, device=dev) + self.query_start  # (R,)
+        cur = torch.arange(L, device=dev)
+        block = torch.arange(nb, device=dev)
+        valid_len = torch.clamp(self.cached + self.new - block * L, max=L)  # keys present per block
         cur_ok = (cur[None, None, :] <= rows[None, :, None]) & (cur[None, None, :] < valid_len[:, None, None])
-        slot = torch.arange(m, device=device)
-        mem_ok = (block[:, None] - m + slot[None, :]) >= -mem_valid  # (nb, m)
-        mem_ok = mem_ok[:, :, None].expand(nb, m, L).reshape(nb, 1, m * L).expand(nb, query_rows, m * L)
-        fam_ok = torch.ones(nb, query_rows, Fl, dtype=torch.bool, device=device)
-        mask = torch.cat((mem_ok, fam_ok, cur_ok.expand(nb, query_rows, L)), dim=-1)
-        return cls(L, m, Fl, cached, new, mem_valid, nb, n_complete, query_rows, query_start,
-                   mask[:, None])
+        slot = torch.arange(m, device=dev)
+        mem_ok = (block[:, None] - m + slot[None, :]) >= -self.mem_valid  # (nb, m)
+        mem_ok = mem_ok[:, :, None].expand(nb, m, L).reshape(nb, 1, m * L).expand(nb, R, m * L)
+        fam_ok = torch.ones(nb, R, Fl, dtype=torch.bool, device=dev)
+        return torch.cat((mem_ok, fam_ok, cur_ok.expand(nb, R, L)), dim=-1)[:, None]
+
+    def batch_mask(self, batch: int) -> torch.Tensor:
+        """The mask repeated for B rows, (B*nb, 1, R, S); built once per call, shared by layers."""
+        if batch not in self._batch_masks:
+            m = self.mask
+            self._batch_masks[batch] = m[None].expand(batch, *m.shape).reshape(batch * self.nb, *m.shape[1:])
+        return self._batch_masks[batch]
+
+    @cached_property
+    def _batch_masks(self) -> dict:
+        return {}
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -144,8 +159,7 @@ def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
         # key order: memory (m*L), FAM (F), current block (L), matching plan.mask
         kw = torch.cat((kw[:, :, :, : m * L], fam_k.transpose(1, 2), kw[:, :, :, m * L:]), dim=3)
         vw = torch.cat((vw[:, :, :, : m * L], fam_v.transpose(1, 2), vw[:, :, :, m * L:]), dim=3)
-    mask = plan.mask[None].expand(B, *plan.mask.shape).reshape(B * nb, 1, R, -1)
-    out = F.scaled_dot_product_attention(_flat(qb), _flat(kw), _flat(vw), attn_mask=mask,
+    out = F.scaled_dot_product_attention(_flat(qb), _flat(kw), _flat(vw), attn_mask=plan.batch_mask(B),
                                          enable_gqa=H != Hk)
     out = out.view(B, nb, H, R, hd).transpose(1, 2)  # (B, H, nb, R, hd)
     if nb == 1:
