@@ -54,7 +54,7 @@ class DemoRecipe:
     carry_steps: int = 0  # FAM steps with the state carried across steps (document-continuous)
     carry_seconds: float = 0.0
     carry_reset: float = 0.25  # probability that a carried step starts fresh
-    carry_lr: float = 1e-3
+    phase_lr: float = 1e-3  # learning rate of the carried and the long-filler phases
     long_steps: int = 300  # FAM steps on long fillers with truncated backpropagation (after the curriculum)
     long_seconds: float = 600.0
     long_max_filler: int = 512  # fillers drawn log-uniformly up to this (forward only, except the tail)
@@ -181,6 +181,11 @@ def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str,
     return cur, probe
 
 
+def _phase_optimizer(model, probe, recipe: DemoRecipe) -> torch.optim.Optimizer:
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    return torch.optim.AdamW(params, lr=recipe.phase_lr, weight_decay=0.0)
+
+
 def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
                   position: int = 0) -> None:
     """Document-continuous fine-tuning: each row's FAM continues from where its previous episode
@@ -191,8 +196,7 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
     if recipe.carry_steps <= 0:
         return
     rng = random.Random(seed + 1)
-    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
-    opt = torch.optim.AdamW(params, lr=recipe.carry_lr, weight_decay=0.0)
+    opt = _phase_optimizer(model, probe, recipe)
     model.train()
     core, saved_prob = model.model, model.config.rsp_prob
     state, running, t0 = None, 0.0, time.time()
@@ -254,8 +258,7 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
     if recipe.long_steps <= 0:
         return
     rng = random.Random(seed + 2)
-    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
-    opt = torch.optim.AdamW(params, lr=recipe.carry_lr, weight_decay=0.0)
+    opt = _phase_optimizer(model, probe, recipe)
     model.train()
     running, t0 = 0.0, time.time()
     bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
