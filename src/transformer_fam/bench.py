@@ -249,7 +249,8 @@ def run(args) -> int:
                 decode_tokens=args.decode_tokens, threads=args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"machine": machine(), "command": "fam bench " + " ".join(sys.argv[2:]),
+    given = sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]  # `fam bench ...` or `python -m`
+    results = {"machine": machine(), "command": "fam bench " + " ".join(given),
                "peak_gflops": {}, "prefill": [], "train": [], "stream": []}
     for dtype in args.dtypes:
         results["peak_gflops"][dtype] = matmul_peak(dtype)
