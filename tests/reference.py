@@ -145,6 +145,9 @@ def reference_fam(model, ids):
                 af = attend(qf, torch.cat([kf, k]), torch.cat([vf, v]), torch.ones(Fl, Fl + n, dtype=torch.bool))
                 residual = torch.zeros_like(fam[i]) if first_update[i] else fam[i]
                 fam[i] = layer.out(af, residual)
+                if c.fam_max_rms is not None:  # optional cap (not the paper): rescale rows above it
+                    norms = fam[i].norm(dim=-1, keepdim=True) / c.hidden_size ** 0.5
+                    fam[i] = torch.where(norms > c.fam_max_rms, fam[i] * c.fam_max_rms / norms, fam[i])
                 first_update[i] = False
                 memory[i].append((k, v))
             x = x_out

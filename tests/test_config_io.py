@@ -18,6 +18,9 @@ from transformer_fam.cli import main
     (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
     (dict(num_attention_heads=4, num_key_value_heads=3, hidden_size=32), "num_key_value_heads"),
     (dict(rsp_prob=1.5), "rsp_prob"),
+    (dict(fam_max_rms=0.0), "fam_max_rms"),
+    (dict(fam_max_rms=-1), "fam_max_rms"),
+    (dict(fam_max_rms="big"), "fam_max_rms"),
 ])
 def test_invalid_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -76,6 +76,34 @@ def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
         torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("T", [32, 29])
+def test_capped_fam_equals_algorithm2_with_the_cap(T):
+    # fam_max_rms (an option, not the paper): the cap is set low enough to bite on every update
+    def strong(model):  # weights 10x the default init, so the FAM's direction moves every block
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("proj.weight"):
+                    p.mul_(10)
+        return model
+
+    model = strong(tiny("fam", L=8, m=1, F=2, fam_max_rms=0.3))
+    ids = ids_for(model, 2, T)
+    logits = model(ids).logits
+    with torch.no_grad():
+        fast = model(ids).logits
+        streamed, cache = _stream(model, ids, [3, 11, 12, 20])  # in-place decode path too
+    assert max(float(s.fam.norm(dim=-1).max()) for s in cache.layers) <= 0.3 * 32 ** 0.5 * (1 + 1e-5)
+    for b in range(2):
+        expected = reference_fam(model, ids[b])
+        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
+        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
+    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    paper = strong(tiny("fam", L=8, m=1, F=2))  # same weights, the paper's update: differs once capped
+    assert (paper(ids).logits - logits).abs().max() > 1e-3
+    loose = strong(tiny("fam", L=8, m=1, F=2, fam_max_rms=1e6))  # a cap never reached changes nothing
+    torch.testing.assert_close(loose(ids).logits, paper(ids).logits, atol=0, rtol=0)
+
+
 def test_fam_differs_from_bswa_and_uses_the_prompt():
     fam = tiny("fam", L=8, m=1, F=2)
     bswa = tiny("bswa", L=8, m=1)

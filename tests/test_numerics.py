@@ -43,6 +43,24 @@ def test_long_stream_stays_finite_and_fam_grows_at_most_linearly(dtype):
     assert norms[200] <= 4.5 * norms[50]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_capped_fam_norm_stays_bounded_over_a_long_stream(dtype):
+    # fam_max_rms bounds every FAM vector's RMS by construction, in both dtypes, however long
+    # the stream; the paper's form (the test above) keeps growing on the same weights.
+    cap, d = 0.5, 64
+    model = tiny("fam", L=16, m=1, F=4, hidden=d, fam_max_rms=cap).to(dtype)
+    gen = torch.Generator().manual_seed(0)
+    cache, peak = None, 0.0
+    with torch.no_grad():
+        for _ in range(300):
+            out = model(torch.randint(0, 61, (1, 16), generator=gen), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            assert torch.isfinite(out.logits).all()
+            peak = max(peak, max(float(s.fam.float().norm(dim=-1).max()) for s in cache.layers))
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16 rounding of the rescaled vector
+    assert cap * d ** 0.5 * 0.5 < peak <= cap * d ** 0.5 * (1 + tol)
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mode=st.sampled_from(["full", "bswa", "fam"]), L=st.integers(2, 6), m=st.integers(0, 2),
        heads=st.sampled_from([(2, 1), (2, 2), (4, 2)]), T=st.integers(1, 20), seed=st.integers(0, 1000))

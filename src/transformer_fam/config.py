@@ -24,6 +24,10 @@ class FamConfig(PretrainedConfig):
         rope_scaling: ``None`` or a dict with ``rope_type`` ``"linear"`` or ``"llama3"``.
         random_position_offset: training-time Random Position Offset (FAM_SPEC §6).
         rsp_prob: training-time Random State Passing probability (FAM_SPEC §6); 0 is off.
+        fam_max_rms: ``None`` (the paper's additive update, default) or a cap c on the RMS of
+            each FAM vector after every update, ``F <- F * min(1, c / rms(F))``. An option that
+            departs from the paper: it bounds the FAM norm over unbounded streams (the paper's
+            form grows linearly), and is a no-op while the FAM stays below c.
     """
 
     model_type = "fam"
@@ -57,6 +61,7 @@ class FamConfig(PretrainedConfig):
     fam_length: int = 64
     random_position_offset: bool = False
     rsp_prob: float = 0.0
+    fam_max_rms: float | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -96,6 +101,9 @@ class FamConfig(PretrainedConfig):
             bad("fam_length", f"must be <= block_size={self.block_size} in fam mode")
         if not 0.0 <= float(self.rsp_prob) <= 1.0:
             bad("rsp_prob", "must be a probability in [0, 1]")
+        if self.fam_max_rms is not None and (isinstance(self.fam_max_rms, bool) or not isinstance(
+                self.fam_max_rms, (int, float)) or not self.fam_max_rms > 0):
+            bad("fam_max_rms", "must be None (the paper's update) or a number > 0")
         if self.rope_theta <= 0:
             bad("rope_theta", "must be > 0")
         if self.rope_scaling is not None:

@@ -38,6 +38,12 @@ class FamRMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+def cap_rms(x: torch.Tensor, max_rms: float) -> torch.Tensor:
+    """Scale each vector (last dim) down to RMS ``max_rms`` if it is above (computed in float32)."""
+    rms = x.float().pow(2).mean(-1, keepdim=True).sqrt()
+    return x * (max_rms / rms).clamp(max=1.0).to(x.dtype)
+
+
 class FamMLP(nn.Module):
     def __init__(self, config: FamConfig):
         super().__init__()
@@ -104,6 +110,7 @@ class FamDecoderLayer(nn.Module):
     def __init__(self, config: FamConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
+        self.fam_max_rms = config.fam_max_rms
         self.self_attn = FamAttention(config)
         self.mlp = FamMLP(config)
         self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -151,6 +158,8 @@ class FamDecoderLayer(nn.Module):
         att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
         a = self.self_attn.merge(att)  # (B, F, d)
         fam = self._ffn_residual(a + fam if residual else a)
+        if self.fam_max_rms is not None:
+            fam = cap_rms(fam, self.fam_max_rms)
         return (fam, *self.fam_projections(fam, cos, sin))
 
     def _windowed(self, q, k, v, state: LayerState, ctx: StepContext):
