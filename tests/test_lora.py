@@ -100,3 +100,24 @@ def test_adapter_model_generates_with_the_fam_cache():
 def test_load_lora_names_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         load_lora(tiny("fam"), tmp_path / "nothing-here")
+
+
+def test_cached_initial_fam_follows_adapter_switches_and_weight_updates():
+    # Without autograd the learned prompt's pass through the layers is computed once and reused;
+    # the reuse must end whenever the function changes: adapters off/on, merged, weights edited.
+    peft_model, base_state, ids, _ = trained("fam")
+    # the prompt trained too: compare against the base weights with the trained prompt
+    base = fresh_base("fam", {**base_state, "model.fam_prompt": peft_model.get_base_model().fam_prompt.detach()})
+    with torch.no_grad():
+        adapted = peft_model(input_ids=ids).logits
+        with peft_model.disable_adapter():
+            disabled = peft_model(input_ids=ids).logits
+        again = peft_model(input_ids=ids).logits
+        torch.testing.assert_close(disabled, base(ids).logits, atol=TOL, rtol=0)
+        torch.testing.assert_close(again, adapted, atol=0, rtol=0)
+        assert (adapted - disabled).abs().max() > 1e-2
+        inner = peft_model.get_base_model()
+        inner.model.layers[0].mlp.up_proj.base_layer.weight.mul_(1.5)  # an in-place edit of a frozen weight
+        base.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+        with peft_model.disable_adapter():
+            torch.testing.assert_close(peft_model(input_ids=ids).logits, base(ids).logits, atol=TOL, rtol=0)

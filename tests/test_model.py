@@ -47,7 +47,7 @@ def test_bswa_with_enough_memory_equals_full(T):
     assert (small(ids).logits - full(ids).logits).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("L,m,T", [(8, 1, 29), (8, 0, 24), (4, 2, 19), (5, 3, 23)])
+@pytest.mark.parametrize("L,m,T", [(8, 1, 29), (8, 0, 24), (4, 2, 19), (5, 3, 23), (8, 3, 21)])
 def test_bswa_equals_masked_reference(L, m, T):
     model = tiny("bswa", L=L, m=m)
     ids = ids_for(model, 1, T)
@@ -63,6 +63,7 @@ def test_bswa_equals_masked_reference(L, m, T):
     (4, 0, 4, 21, 4, 4),   # MHA, no memory, F = L
     (6, 2, 3, 31, 4, 1),   # MQA, two memory blocks
     (5, 3, 1, 17, 2, 2),
+    (8, 3, 2, 29, 4, 2),   # nb <= m+1: the inference path's single causal pass + FAM merge
 ])
 def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
     model = tiny("fam", L=L, m=m, F=F, heads=heads, kv_heads=kv)

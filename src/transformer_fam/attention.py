@@ -52,9 +52,13 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.d
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., T, hd) by cos/sin (T, hd) (Llama's rotate-half convention)."""
+    # x * cos + rotate_half(x) * sin, written as two half-width fused multiply-adds into one
+    # output: no rotated copy, ~4x less memory traffic on CPU (autograd-safe: out is fresh)
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,6 +185,8 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
     B, H, T, hd = q.shape
     L, m, nb, R = plan.block_size, plan.mem_segments, plan.nb, plan.query_rows
     mL = m * L
+    if plan.cached == 0 and plan.mem_valid == 0 and nb <= m + 1:
+        return _fresh_short_attention(q, k_seq[:, :, mL: mL + T], v_seq[:, :, mL: mL + T], fam_k, fam_v, plan)
     if nb == 1:
         qb = q[:, :, None]
     else:
@@ -205,15 +211,36 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
         o1, l1 = out[:, a:b], lse[:, a:b]
         if sum(k.shape[3] for k in ks) > 0:
             o2, l2 = _flash_cpu(_flat(qb[:, a:b]), _flat(torch.cat(ks, 3)), _flat(torch.cat(vs, 3)))
-            o2, l2 = o2.view(o1.shape), l2.view(l1.shape)
-            lse_all = torch.logaddexp(l1, l2)
-            w1, w2 = (torch.exp(part - lse_all)[..., None].to(o1.dtype) for part in (l1, l2))
-            o1 = o1 * w1 + o2 * w2
+            o1 = _merge(o1, l1, o2.view(o1.shape), l2.view(l1.shape))
         parts_out.append(o1)
     out = torch.cat(parts_out, dim=1).transpose(1, 2)  # (B, H, nb, R, hd)
     if nb == 1:
         return out[:, :, 0]
     return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
+
+
+def _merge(o1, l1, o2, l2):
+    """Softmax over the union of two key sets from each part's output and log-sum-exp."""
+    lse_all = torch.logaddexp(l1, l2)
+    w1, w2 = (torch.exp(part - lse_all)[..., None].to(o1.dtype) for part in (l1, l2))
+    return o1 * w1 + o2 * w2
+
+
+def _fresh_short_attention(q, k, v, fam_k, fam_v, plan: BlockPlan) -> torch.Tensor:
+    """A stream's first call spanning at most m+1 blocks: every block sees all earlier blocks of
+    the call, so the token part is one causal pass over the T tokens (as full attention); in fam
+    mode each block's FAM keys are merged in by log-sum-exp. k, v: (B, Hk, T, hd)."""
+    out, lse = _flash_cpu(q, k, v, is_causal=True)
+    if fam_k is None:
+        return out
+    B, H, T, hd = q.shape
+    nb, L = plan.nb, plan.block_size
+    R = plan.query_rows if nb == 1 else L
+    qb = (q if nb == 1 else F.pad(q, (0, 0, 0, nb * L - T))).view(B, H, nb, R, hd).transpose(1, 2)
+    o2, l2 = _flash_cpu(_flat(qb), _flat(fam_k.transpose(1, 2)), _flat(fam_v.transpose(1, 2)))
+    o2 = o2.view(B, nb, H, R, hd).transpose(1, 2).reshape(B, H, nb * R, hd)[:, :, :T]
+    l2 = l2.view(B, nb, H, R).transpose(1, 2).reshape(B, H, nb * R)[:, :, :T]
+    return _merge(out, lse, o2, l2)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,13 @@ class FamRMSNorm(nn.Module):
         dtype = x.dtype
         x = x.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        if not _grad_needed(x, self.weight):  # inference: no second temporary
+            return x.to(dtype).mul_(self.weight)
         return self.weight * x.to(dtype)
+
+
+def _grad_needed(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def cap_rms(x: torch.Tensor, max_rms: float) -> torch.Tensor:
@@ -52,9 +58,14 @@ class FamMLP(nn.Module):
         self.up_proj = nn.Linear(d, f, bias=bias)
         self.down_proj = nn.Linear(f, d, bias=bias)
         self.act_fn = ACT2FN[config.hidden_act]
+        self._silu = config.hidden_act in ("silu", "swish")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if not _grad_needed(gate, up) and self._silu:
+            # inference: activation and product in place (large CPU temporaries cost page faults)
+            return self.down_proj(F.silu(gate, inplace=True).mul_(up))
+        return self.down_proj(self.act_fn(gate) * up)
 
 
 class FamAttention(nn.Module):
@@ -104,6 +115,7 @@ class StepContext:
     fam_cos: torch.Tensor | None = None  # (n_complete, F, hd): positions of each FAM produced
     fam_sin: torch.Tensor | None = None
     zero_residual: bool = False  # the first FAM update starts from the learned prompt
+    need_state: bool = True  # False: nobody reads the cache after this call (no final FAM update)
 
 
 class FamDecoderLayer(nn.Module):
@@ -177,7 +189,8 @@ class FamDecoderLayer(nn.Module):
         fam, fq, fk, fv = state.fam, state.fam_q, win_k[:, :, mL: mL + Fl], win_v[:, :, mL: mL + Fl]
         if ctx.mode == "fam":
             ks, vs = [fk], [fv]
-            for i in range(plan.n_complete):  # the FAM scan: F queries per block
+            # the FAM scan: F queries per block (the update after the last block only feeds the state)
+            for i in range(plan.n_complete if ctx.need_state else min(plan.n_complete, nb - 1)):
                 blk = slice(mL + i * L, mL + (i + 1) * L)
                 fam, fq, fk, fv = self._fam_update(
                     fam, fq, torch.cat((fk, k_seq[:, :, blk]), 2), torch.cat((fv, v_seq[:, :, blk]), 2),
@@ -187,6 +200,8 @@ class FamDecoderLayer(nn.Module):
             fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
             fam_v = torch.stack(vs[:nb], dim=2)
         o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan)
+        if not ctx.need_state:
+            return o, LayerState()
         done = plan.n_complete * L
         rest = L - (c + T - done)  # free rows of the new current block
 
@@ -263,6 +278,7 @@ class FamModel(FamPreTrainedModel):
         # a plain attribute, not a buffer: loading on the meta device would leave a buffer empty
         self._inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
         self.rsp_state: list[torch.Tensor] | None = None  # Random State Passing: FAM saved last step
+        self._initial_cache: tuple | None = None  # (weights key, per-layer initial FAM), inference only
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -317,12 +333,11 @@ class FamModel(FamPreTrainedModel):
         Fl = cfg.fam_length
         positions = torch.arange(-Fl, 0, device=self.embed_tokens.weight.device) + cache.position_offset
         cos, sin = self._rope(positions, dtype)
-        prompt = self.fam_prompt.to(dtype)[None]  # (1, F, d)
         cache.fam_is_initial = carried is None
+        initial = self._initial_fams(cos, sin, dtype, cache.position_offset) if carried is None else None
         for i, layer in enumerate(self.layers):
             if carried is None:
-                fam = prompt
-                prompt, (q, k, v) = layer.initial_fam(prompt, cos, sin)
+                fam, q, k, v = initial[i]
             else:
                 fam = carried[i].to(dtype)
                 q, k, v = layer.carried_fam(fam, cos, sin)
@@ -332,9 +347,41 @@ class FamModel(FamPreTrainedModel):
             st.win_k = torch.cat((st.win_k[:, :, :mL], k, st.win_k[:, :, mL + Fl:]), dim=2)
             st.win_v = torch.cat((st.win_v[:, :, :mL], v, st.win_v[:, :, mL + Fl:]), dim=2)
 
+    def _initial_fams(self, cos, sin, dtype, position_offset: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per layer (FAM, q, k, v) of the learned prompt carried through the layers. They depend
+        on the weights only, so without autograd they are computed once and reused until a
+        weight, the dtype, the position offset or a peft adapter's state changes."""
+        key = self._weights_key(dtype, position_offset)
+        if key is not None and self._initial_cache is not None and self._initial_cache[0] == key:
+            return self._initial_cache[1]
+        prompt, out = self.fam_prompt.to(dtype)[None], []  # (1, F, d)
+        for layer in self.layers:
+            fam = prompt
+            prompt, (q, k, v) = layer.initial_fam(prompt, cos, sin)
+            out.append((fam, q, k, v))
+        self._initial_cache = None if key is None else (key, out)
+        return out
+
+    def _weights_key(self, dtype, position_offset: int):
+        """What the initial FAM depends on, or None when it must not be cached (autograd on)."""
+        if torch.is_grad_enabled():
+            return None
+        try:  # in-place updates bump _version; replaced or moved tensors change data_ptr
+            params = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        except RuntimeError:  # inference-mode tensors have no version counter
+            return None
+        adapters = tuple((m.disable_adapters, tuple(m.active_adapters), m.merged) for m in self.modules()
+                         if hasattr(m, "disable_adapters") and hasattr(m, "merged"))  # peft layers
+        return dtype, position_offset, params, adapters
+
     def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                past_key_values: FamCache | None = None, output_hidden_states: bool = False):
-        """Returns (last hidden states (B, T, d), cache, all hidden states or None)."""
+                past_key_values: FamCache | None = None, output_hidden_states: bool = False,
+                need_state: bool = True):
+        """Returns (last hidden states (B, T, d), cache, all hidden states or None).
+
+        ``need_state=False`` (a one-shot call whose cache nobody reads) skips the work that only
+        feeds the cache: the FAM update after the last block and the new windows; the returned
+        cache is then not usable."""
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         cache = past_key_values if past_key_values is not None else FamCache(self.config)
@@ -344,6 +391,7 @@ class FamModel(FamPreTrainedModel):
             if self.config.attention_mode == "fam":
                 self._init_fam_states(cache, carried, x.dtype)
         ctx = self._context(cache, T, x.dtype)
+        ctx.need_state = need_state or (self.training and self.config.rsp_prob > 0)
         hidden = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training:
@@ -447,7 +495,9 @@ class FamForCausalLM(FamPreTrainedModel, FamGenerationMixin):
                 raise ValueError(f"position_ids: start at {int(position_ids.reshape(-1)[0])}, but the cache "
                                  f"has seen {past_key_values.seen_tokens} tokens")
         use_cache = self.config.use_cache if use_cache is None and past_key_values is not None else bool(use_cache)
-        h, cache, hidden = self.model(input_ids, inputs_embeds, past_key_values, bool(output_hidden_states))
+        need_state = use_cache or past_key_values is not None
+        h, cache, hidden = self.model(input_ids, inputs_embeds, past_key_values, bool(output_hidden_states),
+                                      need_state=need_state)
         if labels is None and logits_to_keep:
             h = h[:, -logits_to_keep:]
         logits = self.lm_head(h)
