@@ -23,7 +23,7 @@ EVAL=(--data "$HELD_OUT" --max-tokens 4096 --threads 1)
 "$FAM" convert smollm2 "$OUT/converted" --mode fam --block-size 256 --mem-segments 1 --fam-length 16
 
 # 2. LoRA fine-tunes (two processes, one thread each)
-"$FAM" train "$RECIPE" out_dir="$OUT/bswa-lora" attention_mode=bswa > "$OUT/train-bswa.log" 2>&1 &
+"$FAM" train "$RECIPE" out_dir="$OUT/bswa-lora" attention_mode=bswa rsp_prob=0 > "$OUT/train-bswa.log" 2>&1 &
 P1=$!
 "$FAM" train "$RECIPE" out_dir="$OUT/fam-lora" > "$OUT/train-fam.log" 2>&1 &
 P2=$!

@@ -73,6 +73,13 @@ def test_recipe_unknown_key_and_wrong_type_are_errors(tmp_path):
         recipe_from_dict({"optimizer": "sgd"})
     with pytest.raises(ValueError, match="finetune=lora"):
         recipe_from_dict({"finetune": "lora"})
+    # FAM-only switches in another mode would be silently ignored: an error instead
+    with pytest.raises(ValueError, match="recipe key rsp_prob=0.5: acts on the FAM only.*attention_mode=bswa"):
+        recipe_from_dict({"attention_mode": "bswa", "rsp_prob": 0.5})
+    with pytest.raises(ValueError, match="recipe key fam_max_rms=2.0: acts on the FAM only"):
+        recipe_from_dict({"attention_mode": "full", "fam_max_rms": 2.0})
+    with pytest.raises(ValueError, match="recipe key fam_max_rms=-1.0: must be >= 0"):
+        recipe_from_dict({"fam_max_rms": -1})
     path = write_yaml(tmp_path / "r.yaml", {"lr": "1e-4", "colour": "red"})
     with pytest.raises(ValueError, match="r.yaml: unknown key 'colour'"):
         load_recipe(str(path))
@@ -97,6 +104,13 @@ def test_bundled_recipes_load():
     lora = load_recipe("smollm2-fam-lora")
     assert (lora.init, lora.finetune, lora.lora_rank, lora.rsp_prob, lora.optimizer) == \
         ("pretrained", "lora", 64, 0.8, "adafactor")
+
+
+def test_recipe_fam_max_rms_reaches_the_model_config():
+    from transformer_fam.train_setup import model_config
+
+    assert model_config(recipe_from_dict({"fam_max_rms": 2.5}), vocab_size=50).fam_max_rms == 2.5
+    assert model_config(recipe_from_dict({}), vocab_size=50).fam_max_rms is None  # 0: the paper's update
 
 
 def test_lr_schedule_warmup_constant_cosine():

@@ -122,7 +122,7 @@ class FamDecoderLayer(nn.Module):
     def __init__(self, config: FamConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.fam_max_rms = config.fam_max_rms
+        self.config = config  # read at run time: fam_max_rms may be changed on a built model
         self.self_attn = FamAttention(config)
         self.mlp = FamMLP(config)
         self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -170,8 +170,8 @@ class FamDecoderLayer(nn.Module):
         att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
         a = self.self_attn.merge(att)  # (B, F, d)
         fam = self._ffn_residual(a + fam if residual else a)
-        if self.fam_max_rms is not None:
-            fam = cap_rms(fam, self.fam_max_rms)
+        if self.config.fam_max_rms is not None:
+            fam = cap_rms(fam, self.config.fam_max_rms)
         return (fam, *self.fam_projections(fam, cos, sin))
 
     def _windowed(self, q, k, v, state: LayerState, ctx: StepContext):

@@ -59,6 +59,7 @@ class Recipe:
     # paper techniques (FAM_SPEC §6)
     rsp_prob: float = 0.0
     random_position_offset: bool = False
+    fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
     # optimisation
     optimizer: str = "adamw"  # adamw / adafactor
     lr: float = 1e-3
@@ -89,6 +90,12 @@ class Recipe:
             raise ValueError(f"recipe key lr={self.lr}: must be > 0")
         if not 0.0 <= self.rsp_prob <= 1.0:
             raise ValueError(f"recipe key rsp_prob={self.rsp_prob}: must be in [0, 1]")
+        if self.fam_max_rms < 0:
+            raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
+        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0)):  # FAM-only switches
+            if getattr(self, key) != off and self.attention_mode != "fam":
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
+                                 f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
         if self.init == "pretrained" and not self.base_model:
             raise ValueError("recipe key base_model: required with init=pretrained")
         if self.finetune == "lora" and self.init != "pretrained":

@@ -104,7 +104,8 @@ def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
     """The FamConfig of a from-scratch run: the preset's sizes, else the recipe's."""
     fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
-               rsp_prob=recipe.rsp_prob, random_position_offset=recipe.random_position_offset)
+               rsp_prob=recipe.rsp_prob, random_position_offset=recipe.random_position_offset,
+               fam_max_rms=recipe.fam_max_rms or None)
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -134,6 +135,7 @@ def build_model(recipe: Recipe, tokenizer):
                     mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32)
     model.config.rsp_prob = recipe.rsp_prob
     model.config.random_position_offset = recipe.random_position_offset
+    model.config.fam_max_rms = recipe.fam_max_rms or None
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
                          f"vocab_size={model.config.vocab_size}")
