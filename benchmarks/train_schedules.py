@@ -24,12 +24,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=8192)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--block-size", type=int, default=1024)
+    p.add_argument("--fam-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per layer (both)")
     p.add_argument("--out", default="docs/train_schedules.md")
+    p.add_argument("--append", action="store_true", help="add this run to --out instead of replacing it")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = argparse.Namespace(block_size=1024, mem_segments=3, fam_length=64)
+    cfg = argparse.Namespace(block_size=args.block_size, mem_segments=3, fam_length=args.fam_length)
     model = _fam_model("fam", cfg, torch.float32).train()
     if args.checkpointing:
         set_activation_checkpointing(model, True)
@@ -69,14 +72,15 @@ def main():
              f"`python {' '.join(sys.argv)}` — one process, interleaved, best of {args.reps}; "
              f"{machine()}; activation checkpointing "
              f"{'on' if args.checkpointing else 'off'}; same loss to 1e-4 ({losses['layerwise']:.5f}).", "",
+             f"Block {cfg.block_size}, memory 3, FAM {cfg.fam_length}.", "",
              "| T | layer-wise tok/s | naive tok/s | layer-wise / naive | target | process peak RSS MB |",
              "|---|---|---|---|---|---|",
              f"| {T} | {T / best['layerwise']:.1f} | {T / best['naive']:.1f} | "
              f"{best['naive'] / best['layerwise']:.2f} | >= 1.3 at 8k | {peak:.0f} |"]
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(args.out, "w") as fh:
-        fh.write(text)
+    with open(args.out, "a" if args.append else "w") as fh:
+        fh.write(text if not args.append else "\n" + "\n".join(lines[2:]) + "\n")
 
 
 if __name__ == "__main__":

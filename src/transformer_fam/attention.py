@@ -220,10 +220,11 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
 
 
 def _merge(o1, l1, o2, l2):
-    """Softmax over the union of two key sets from each part's output and log-sum-exp."""
+    """Softmax over the union of two key sets from each part's output and log-sum-exp (in place
+    into o1 and o2)."""
     lse_all = torch.logaddexp(l1, l2)
     w1, w2 = (torch.exp(part - lse_all)[..., None].to(o1.dtype) for part in (l1, l2))
-    return o1 * w1 + o2 * w2
+    return o1.mul_(w1).add_(o2.mul_(w2))  # inference only: both outputs are fresh kernel results
 
 
 def _fresh_short_attention(q, k, v, fam_k, fam_v, plan: BlockPlan) -> torch.Tensor:
