@@ -59,6 +59,9 @@ def test_read_documents_txt_folder_jsonl(tmp_path):
         read_documents(str(tmp_path / "d.jsonl"))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_documents(str(tmp_path / "missing.txt"))
+    (tmp_path / "e.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')  # latin-1 inside JSON lines
+    with pytest.raises(ValueError, match=r"e.jsonl: not valid UTF-8 at byte offset 28"):
+        read_documents(str(tmp_path / "e.jsonl"))
 
 
 def test_decode_text_falls_back_to_latin1():

@@ -110,6 +110,10 @@ def test_fam_generate_cli_streams_the_greedy_reply(tmp_path, capsys):
     assert "50 tokens" in captured.err
     assert main(["generate", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "none.txt")]) == 2
     assert "none.txt" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_bytes(b"w1 w2 \xff\xfe w3")
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt-file", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.txt: not valid UTF-8 at byte offset 6" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("mode", ["bswa", "fam"])

@@ -19,7 +19,8 @@ import torch
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help='a FAM folder written by `fam convert` (or "smollm2")')
-    parser.add_argument("--prompt-file", required=True, help="text file holding the prompt ('-' reads stdin)")
+    parser.add_argument("--prompt-file", required=True, help="UTF-8 text file holding the prompt ('-' reads stdin); "
+                        "bytes that are not valid UTF-8 are an error naming their offset")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy decoding")
@@ -67,7 +68,12 @@ def run(args) -> int:
         prompt_path = Path(args.prompt_file)
         if not prompt_path.is_file():
             raise FileNotFoundError(f"--prompt-file {prompt_path}: no such file")
-        text = prompt_path.read_text(encoding="utf-8", errors="replace")
+        raw = prompt_path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--prompt-file {prompt_path}: not valid UTF-8 at byte offset {err.start} "
+                             f"({raw[err.start:err.start + 4]!r})") from None
     torch.manual_seed(args.seed)
     model, tokenizer = load(args.model)
     ids = encode_prompt(tokenizer, text, args.chat)

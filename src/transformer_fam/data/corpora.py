@@ -164,6 +164,11 @@ def get_corpus(name: str, force: bool = False) -> Path:
 
 def read_jsonl(path: Path, text_field: str) -> list[str]:
     docs = []
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid UTF-8 at byte offset {err.start} (JSON lines must be UTF-8)") from None
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
