@@ -368,8 +368,8 @@ class FamModel(FamPreTrainedModel):
             return None
         try:  # in-place updates bump _version; replaced or moved tensors change data_ptr
             params = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        except RuntimeError:  # inference-mode tensors have no version counter
-            return None
+        except (RuntimeError, NotImplementedError):  # inference-mode tensors have no version counter;
+            return None  # sharded (DTensor) parameters may have no single storage
         adapters = tuple((m.disable_adapters, tuple(m.active_adapters), m.merged) for m in self.modules()
                          if hasattr(m, "disable_adapters") and hasattr(m, "merged"))  # peft layers
         return dtype, position_offset, params, adapters
