@@ -83,3 +83,34 @@ def test_quick_demo_end_to_end(tmp_path):
                  "--seed", "1000", "--out", str(tmp_path / "ev")]) == 0
     again = json.loads((tmp_path / "ev" / "passkey.json").read_text())
     assert again["accuracy"]["0"] == pytest.approx(fam["0"])
+
+
+def test_recipe_fam_max_rms_reaches_the_fam_config_and_bounds_a_stream():
+    # the option (not the paper's form): the recipe's cap is the FAM model's config, BSWA has none
+    assert demo.FULL.fam_max_rms is None and demo.make_model(demo.FULL, "fam", 64).config.fam_max_rms is None
+    small = replace(demo.QUICK, hidden_size=32, heads=2)
+
+    def max_rms(model):  # largest FAM RMS after streaming 4 x 8 blocks through the FamCache
+        cache, gen = None, torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for _ in range(4):
+                cache = model(torch.randint(4, 64, (2, 8 * small.block_size), generator=gen), past_key_values=cache,
+                              use_cache=True).past_key_values
+        return max(f.pow(2).mean(-1).sqrt().max().item() for f in cache.fam_state())
+
+    torch.manual_seed(0)
+    paper = demo.make_model(small, "fam", 64).eval()
+    cap = max_rms(paper) / 2
+    capped = demo.make_model(replace(small, fam_max_rms=cap), "fam", 64).eval()
+    assert capped.config.fam_max_rms == cap
+    assert demo.make_model(replace(small, fam_max_rms=cap), "bswa", 64).config.fam_max_rms is None
+    capped.load_state_dict(paper.state_dict())
+    assert 0.9 * cap < max_rms(capped) <= cap * (1 + 1e-5)  # the cap bites and holds
+
+
+def test_cli_fam_max_rms_flag(tmp_path, capsys):
+    args = __import__("transformer_fam.cli", fromlist=["x"]).build_parser().parse_args(
+        ["demo", "--fam-max-rms", "640", "--fam-only"])
+    assert args.fam_max_rms == 640.0 and args.fam_only
+    assert main(["demo", "--fam-max-rms", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--fam-max-rms" in capsys.readouterr().err

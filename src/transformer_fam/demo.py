@@ -3,6 +3,7 @@ evaluate both far beyond the training length, and show that only FAM keeps the k
 
     fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
     fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+    fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
 
 Both models train side by side (one process, one thread each) with the same curriculum: fillers
 in whole blocks, lengthened when the running answer accuracy passes 0.9, loss on the answer digits.
@@ -65,6 +66,7 @@ class DemoRecipe:
                                                              8192, 16384, 32768])
     eval_samples: int = 50
     threads: int = 2
+    fam_max_rms: float | None = None  # FAM model's FamConfig.fam_max_rms (None: the paper's additive update)
 
 
 FULL = DemoRecipe()
@@ -77,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    parser.add_argument("--fam-max-rms", type=float, default=None, metavar="C",
+                        help="train the FAM model with FamConfig.fam_max_rms=C: every FAM vector is rescaled to "
+                             "RMS <= C after each update (an option that bounds the FAM norm; NOT the paper's "
+                             "form, which is the default)")
+    parser.add_argument("--fam-only", action="store_true", help="train and evaluate the FAM model only (no BSWA)")
 
 
 def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM:
@@ -84,6 +91,7 @@ def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM
                     num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, attention_mode=mode,
                     block_size=recipe.block_size, mem_segments=0 if mode == "fam" else 1,
                     fam_length=recipe.fam_length, max_position_embeddings=1 << 20,
+                    fam_max_rms=recipe.fam_max_rms if mode == "fam" else None,
                     pad_token_id=0, bos_token_id=2, eos_token_id=3)
     return FamForCausalLM(cfg)
 
@@ -321,15 +329,22 @@ def _worker(job):
 
 
 def run(args) -> int:
+    from .cli import UserError
+
     recipe = QUICK if args.quick else FULL
+    if args.fam_max_rms is not None:
+        if not args.fam_max_rms > 0 or math.isinf(args.fam_max_rms):
+            raise UserError("--fam-max-rms: give a finite number > 0")
+        recipe = replace(recipe, fam_max_rms=args.fam_max_rms)
     threads = args.threads or recipe.threads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     # the two models are independent: on 2+ cores they train side by side, one thread each
-    jobs = [("fam", recipe, args.seed, str(out), max(1, threads // 2), 0),
-            ("bswa", recipe, args.seed, str(out), max(1, threads // 2), 1)]
-    if threads >= 2:
+    modes = ("fam",) if args.fam_only else ("fam", "bswa")
+    jobs = [("fam", recipe, args.seed, str(out), max(1, threads // len(modes)), 0),
+            ("bswa", recipe, args.seed, str(out), max(1, threads // 2), 1)][: len(modes)]
+    if threads >= 2 and len(jobs) == 2:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(2) as pool:
@@ -340,7 +355,7 @@ def run(args) -> int:
     for mode, r in runs.items():
         print(f"{mode}: trained {r['train_seconds']:.0f}s (curriculum reached filler {r['max_filler_reached']}), "
               f"evaluated {r['eval_seconds']:.0f}s")
-    columns = {mode: runs[mode]["accuracy"] for mode in ("fam", "bswa")}
+    columns = {mode: runs[mode]["accuracy"] for mode in modes}
     # the longest filler any training example had (the long phase runs it forward, backprop on the tail)
     train_max = max(recipe.train_max_filler, recipe.long_max_filler if recipe.long_steps > 0 else 0)
     print(f"\nPassKey accuracy (all 5 digits right, {recipe.eval_samples} prompts per length; "
@@ -348,12 +363,14 @@ def run(args) -> int:
           f"block {recipe.block_size}):")
     print(format_table(columns))
     result = {"train_max_filler": train_max, "train_max_backprop_filler": recipe.train_max_filler,
-              "fam": columns["fam"], "bswa": columns["bswa"]}
+              "fam_max_rms": recipe.fam_max_rms, **columns}
     (out / "passkey.json").write_text(json.dumps(result, indent=2))
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": args.seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
-    plot_accuracy({"FAM (m=0)": columns["fam"], "BSWA (m=1)": columns["bswa"]}, out / "passkey.png",
+    fam_name = "FAM (m=0)" if recipe.fam_max_rms is None else f"FAM (m=0, fam_max_rms {recipe.fam_max_rms:g})"
+    names = {"fam": fam_name, "bswa": "BSWA (m=1)"}
+    plot_accuracy({names[mode]: col for mode, col in columns.items()}, out / "passkey.png",
                   f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
                   train_max, recipe.train_max_filler)
-    print(f"wrote {out}/passkey.json, passkey.png, fam/, bswa/ in {time.time() - t_start:.0f}s")
+    print(f"wrote {out}/passkey.json, passkey.png, {', '.join(m + '/' for m in modes)} in {time.time() - t_start:.0f}s")
     return 0
