@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transformer_fam import demo
-from transformer_fam.cli import main
+from transformer_fam.cli import build_parser, main
 from transformer_fam.data.passkey import passkey_batch, passkey_tokenizer
 
 
@@ -109,8 +109,7 @@ def test_recipe_fam_max_rms_reaches_the_fam_config_and_bounds_a_stream():
 
 
 def test_cli_fam_max_rms_flag(tmp_path, capsys):
-    args = __import__("transformer_fam.cli", fromlist=["x"]).build_parser().parse_args(
-        ["demo", "--fam-max-rms", "640", "--fam-only"])
+    args = build_parser().parse_args(["demo", "--fam-max-rms", "640", "--fam-only"])
     assert args.fam_max_rms == 640.0 and args.fam_only
     assert main(["demo", "--fam-max-rms", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--fam-max-rms" in capsys.readouterr().err
