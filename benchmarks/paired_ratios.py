@@ -59,7 +59,7 @@ def main():
     cfg = argparse.Namespace(block_size=1024, mem_segments=3, fam_length=64)
     models = {"fam": _fam_model("fam", cfg, torch.float32), "bswa": _fam_model("bswa", cfg, torch.float32),
               "hf": _hf_model(cfg, torch.float32)}
-    peak = matmul_peak("float32")
+    peak = max(matmul_peak("float32") for _ in range(3))  # the best of a few: a busy core measures low
     rows = []
     with torch.no_grad():
         for T in args.tokens:
