@@ -22,7 +22,7 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import _fam_model, _hf_model, machine, matmul_peak, prefill_flops
+from transformer_fam.bench import _fam_model, _hf_model, machine, matmul_peak, prefill_flops, write_markdown
 
 VOCAB = 49152
 
@@ -101,10 +101,7 @@ def main():
              f"{args.reps} (1 above 16k); {machine()}; float32 matmul peak {peak:.0f} GFLOP/s", "",
              "| measurement | ratio | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "w") as fh:
-        fh.write(text)
+    write_markdown(lines, args.out)
 
 
 if __name__ == "__main__":

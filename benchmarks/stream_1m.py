@@ -15,7 +15,7 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine
+from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
 
 
 def rss_mb() -> float:
@@ -54,10 +54,7 @@ def main():
     lines += [f"| {n} | {s:.0f} | {n / s:.0f} | {r:.0f} | {e} | {f:.1f} | {ok} |" for n, s, r, e, f, ok in rows]
     first, last = rows[0], rows[-1]
     lines += ["", f"Peak memory at {last[0]} / at {first[0]} tokens: {last[2] / first[2]:.2f} (target <= 1.1)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "w") as fh:
-        fh.write(text)
+    write_markdown(lines, args.out)
 
 
 if __name__ == "__main__":

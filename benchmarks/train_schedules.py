@@ -16,7 +16,7 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine
+from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
 from transformer_fam.train_setup import set_activation_checkpointing
 
 
@@ -77,10 +77,7 @@ def main():
              "|---|---|---|---|---|---|",
              f"| {T} | {T / best['layerwise']:.1f} | {T / best['naive']:.1f} | "
              f"{best['naive'] / best['layerwise']:.2f} | >= 1.3 at 8k | {peak:.0f} |"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a" if args.append else "w") as fh:
-        fh.write(text if not args.append else "\n" + "\n".join(lines[2:]) + "\n")
+    write_markdown(lines[2:] if args.append else lines, args.out, append=args.append)  # no second title
 
 
 if __name__ == "__main__":

@@ -178,6 +178,14 @@ def measure_stream(spec: dict) -> dict:
             "cache_elements": cache.num_elements(), "max_fam_norm": fam_norm}
 
 
+def write_markdown(lines: list[str], path: str, append: bool = False) -> None:
+    """Print a benchmark script's markdown report and write it to ``path`` (or append to it)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(path, "a" if append else "w") as fh:
+        fh.write("\n" + text if append else text)
+
+
 def matmul_peak(dtype: str) -> float:
     """Measured GFLOP/s of a 2048^3 matmul in this dtype (median of 5)."""
     dt = getattr(torch, dtype)
