@@ -342,8 +342,7 @@ def run(args) -> int:
     t_start = time.time()
     # the two models are independent: on 2+ cores they train side by side, one thread each
     modes = ("fam",) if args.fam_only else ("fam", "bswa")
-    jobs = [("fam", recipe, args.seed, str(out), max(1, threads // len(modes)), 0),
-            ("bswa", recipe, args.seed, str(out), max(1, threads // 2), 1)][: len(modes)]
+    jobs = [(mode, recipe, args.seed, str(out), max(1, threads // len(modes)), i) for i, mode in enumerate(modes)]
     if threads >= 2 and len(jobs) == 2:
         import multiprocessing as mp
 
