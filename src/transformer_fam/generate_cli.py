@@ -26,22 +26,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy decoding")
     parser.add_argument("--chunk-size", type=int, default=None, help="prompt tokens per forward (default: block_size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="dtype to run in (auto: the checkpoint's, but float32 instead of bfloat16 on a CPU "
+                        "where bfloat16 is slower)")
 
 
-def load(model_dir: str):
-    """(FamForCausalLM, tokenizer) from a FAM folder, or SmolLM2 from the conversion cache."""
+def load(model_dir: str, dtype: str = "auto"):
+    """(FamForCausalLM, tokenizer) from a FAM folder, or SmolLM2 from the conversion cache, in
+    ``dtype`` (see hardware.resolve_dtype; a note on stderr says when "auto" changed it)."""
     from transformers import AutoTokenizer
 
     from .convert import smollm2, smollm2_folder
+    from .hardware import to_run_dtype
     from .model import FamForCausalLM
 
     if model_dir == "smollm2" and not Path(model_dir).exists():
-        return smollm2(), AutoTokenizer.from_pretrained(smollm2_folder())
-    path = Path(model_dir)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"--model {path}: not a model folder (no config.json); create one with `fam convert`")
-    model = FamForCausalLM.from_pretrained(path).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+        model, tokenizer = smollm2(), AutoTokenizer.from_pretrained(smollm2_folder())
+    else:
+        path = Path(model_dir)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"--model {path}: not a model folder (no config.json); create one with `fam convert`")
+        model, tokenizer = FamForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    return to_run_dtype(model, dtype), tokenizer
 
 
 def encode_prompt(tokenizer, text: str, chat: bool) -> torch.LongTensor:
@@ -75,7 +81,7 @@ def run(args) -> int:
             raise ValueError(f"--prompt-file {prompt_path}: not valid UTF-8 at byte offset {err.start} "
                              f"({raw[err.start:err.start + 4]!r})") from None
     torch.manual_seed(args.seed)
-    model, tokenizer = load(args.model)
+    model, tokenizer = load(args.model, args.dtype)
     ids = encode_prompt(tokenizer, text, args.chat)
     print(f"prompt: {ids.shape[1]} tokens, mode={model.config.attention_mode}", file=sys.stderr)
     # everything but the last prompt token goes through the state in chunks; generate() feeds the last one

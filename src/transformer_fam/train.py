@@ -53,6 +53,12 @@ class Trainer:
         if ckpt.list_checkpoints(self.out) and not resume:
             raise ValueError(f"recipe key out_dir={recipe.out_dir!r}: holds checkpoints; pass --resume to "
                              f"continue, or choose another out_dir")
+        if recipe.bf16 and self.dist.device.type == "cpu":
+            from .hardware import bf16_speedup
+
+            if bf16_speedup() < 1.0:
+                self.log(f"note: recipe key bf16=true: bfloat16 runs {1 / bf16_speedup():.1f}x slower than float32 "
+                         "on this CPU (no native bfloat16); bf16=false is faster here")
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,

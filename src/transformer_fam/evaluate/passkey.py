@@ -184,11 +184,12 @@ def load_model(folder: str, attention_mode: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..cli import UserError
+    from ..hardware import to_run_dtype
 
     if not Path(folder).is_dir():
         raise UserError(f"--model {folder}: no such folder")
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    model = to_run_dtype(AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 

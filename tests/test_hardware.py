@@ -1,0 +1,52 @@
+"""The dtype a checkpoint runs in: "auto" keeps it, except bfloat16 on a CPU where it is slower."""
+
+import pytest
+import torch
+
+from test_convert import word_tokenizer
+from test_model import tiny
+from transformer_fam import hardware
+from transformer_fam.generate_cli import load
+
+
+@pytest.fixture
+def slow_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda device="cpu": 0.125)
+
+
+def test_explicit_dtype_wins_and_auto_keeps_float32():
+    assert hardware.resolve_dtype("bfloat16", torch.float32, 10) == (torch.bfloat16, None)
+    assert hardware.resolve_dtype("float32", torch.bfloat16, 10) == (torch.float32, None)
+    assert hardware.resolve_dtype("auto", torch.float32, 10) == (torch.float32, None)
+
+
+def test_auto_runs_bfloat16_in_float32_only_where_it_is_slower(monkeypatch, slow_bf16):
+    dtype, note = hardware.resolve_dtype("auto", torch.bfloat16, 10)
+    assert dtype == torch.float32 and "8.0x slower" in note and "--dtype bfloat16" in note
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda device="cpu": 2.5)
+    assert hardware.resolve_dtype("auto", torch.bfloat16, 10) == (torch.bfloat16, None)
+
+
+def test_auto_keeps_bfloat16_when_float32_would_not_fit(slow_bf16):
+    huge = 10 ** 13  # parameters: float32 would add 20 TB
+    dtype, note = hardware.resolve_dtype("auto", torch.bfloat16, huge)
+    assert dtype == torch.bfloat16 and "would not fit" in note
+
+
+def test_speedup_is_measured_once_per_process():
+    hardware.bf16_speedup.cache_clear()
+    first = hardware.bf16_speedup()
+    assert first > 0 and hardware.bf16_speedup() == first
+    assert hardware.bf16_speedup.cache_info().misses == 1
+
+
+def test_generate_loads_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys, slow_bf16):
+    model = tiny("fam", L=4, m=1, F=2).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "m")
+    word_tokenizer(model.config.vocab_size).save_pretrained(tmp_path / "m")
+    loaded, _ = load(str(tmp_path / "m"))
+    assert loaded.dtype == torch.float32 and "running in float32" in capsys.readouterr().err
+    for (name, p), q in zip(loaded.named_parameters(), model.parameters()):
+        assert torch.equal(p, q.float()), name  # the same weights, widened exactly
+    kept, _ = load(str(tmp_path / "m"), "bfloat16")
+    assert kept.dtype == torch.bfloat16 and "note:" not in capsys.readouterr().err
