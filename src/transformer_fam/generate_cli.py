@@ -45,7 +45,8 @@ def load(model_dir: str, dtype: str = "auto"):
     else:
         path = Path(model_dir)
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"--model {path}: not a model folder (no config.json); create one with `fam convert`")
+            raise FileNotFoundError(f"--model {path}: not a model folder (no config.json); create one with "
+                                    "`fam convert`")
         model, tokenizer = FamForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     return to_run_dtype(model, dtype), tokenizer
 

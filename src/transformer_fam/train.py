@@ -57,8 +57,8 @@ class Trainer:
             from .hardware import bf16_speedup
 
             if bf16_speedup() < 1.0:
-                self.log(f"note: recipe key bf16=true: bfloat16 runs {1 / bf16_speedup():.1f}x slower than float32 "
-                         "on this CPU (no native bfloat16); bf16=false is faster here")
+                self.log(f"note: recipe key bf16=true: bfloat16 matmuls run {1 / bf16_speedup():.1f}x slower than "
+                         "float32 on this CPU (no native bfloat16); bf16=false is faster here")
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
