@@ -33,9 +33,13 @@ def test_auto_keeps_bfloat16_when_float32_would_not_fit(slow_bf16):
     assert dtype == torch.bfloat16 and "would not fit" in note
 
 
-def test_speedup_is_measured_once_per_process():
+def test_speedup_is_measured_once_per_process_without_touching_the_global_rng():
     hardware.bf16_speedup.cache_clear()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
     first = hardware.bf16_speedup()
+    assert torch.equal(torch.rand(3), expected)  # sampling after a load stays as seeded
     assert first > 0 and hardware.bf16_speedup() == first
     assert hardware.bf16_speedup.cache_info().misses == 1
 
