@@ -6,7 +6,8 @@ import torch
 from test_convert import word_tokenizer
 from test_model import tiny
 from transformer_fam import hardware
-from transformer_fam.generate_cli import load
+from transformer_fam.evaluate.passkey import load_model
+from transformer_fam.generate_cli import load as load_generate
 
 
 @pytest.fixture
@@ -44,7 +45,9 @@ def test_speedup_is_measured_once_per_process_without_touching_the_global_rng():
     assert hardware.bf16_speedup.cache_info().misses == 1
 
 
-def test_generate_loads_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys, slow_bf16):
+@pytest.mark.parametrize("loader", ["generate", "eval"])
+def test_loaders_run_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys, slow_bf16, loader):
+    load = {"generate": load_generate, "eval": lambda folder, dtype="auto": load_model(folder, None, dtype)}[loader]
     model = tiny("fam", L=4, m=1, F=2).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "m")
     word_tokenizer(model.config.vocab_size).save_pretrained(tmp_path / "m")
@@ -54,3 +57,16 @@ def test_generate_loads_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, cap
         assert torch.equal(p, q.float()), name  # the same weights, widened exactly
     kept, _ = load(str(tmp_path / "m"), "bfloat16")
     assert kept.dtype == torch.bfloat16 and "note:" not in capsys.readouterr().err
+
+
+def test_training_with_bf16_on_a_slow_cpu_says_so(tmp_path, slow_bf16):
+    from test_train import tiny as tiny_recipe
+    from transformer_fam.recipe import recipe_from_dict
+    from transformer_fam.train import Trainer
+
+    logged = []
+    Trainer(recipe_from_dict(tiny_recipe(tmp_path, bf16=True)), log=logged.append)
+    assert any("bf16=true: bfloat16 matmuls run 8.0x slower" in line for line in logged)
+    logged.clear()
+    Trainer(recipe_from_dict(tiny_recipe(tmp_path, bf16=False)), log=logged.append)
+    assert not any("bf16" in line for line in logged)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .hardware import add_dtype_argument, to_run_dtype
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help='a FAM folder written by `fam convert` (or "smollm2")')
@@ -26,9 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy decoding")
     parser.add_argument("--chunk-size", type=int, default=None, help="prompt tokens per forward (default: block_size)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="dtype to run in (auto: the checkpoint's, but float32 instead of bfloat16 on a CPU "
-                        "where bfloat16 is slower)")
+    add_dtype_argument(parser)
 
 
 def load(model_dir: str, dtype: str = "auto"):
@@ -37,7 +37,6 @@ def load(model_dir: str, dtype: str = "auto"):
     from transformers import AutoTokenizer
 
     from .convert import smollm2, smollm2_folder
-    from .hardware import to_run_dtype
     from .model import FamForCausalLM
 
     if model_dir == "smollm2" and not Path(model_dir).exists():

@@ -35,6 +35,21 @@ def bf16_speedup(device: str = "cpu") -> float:
     return times[torch.float32] / times[torch.bfloat16]
 
 
+def slow_bf16_note(device: str = "cpu") -> str | None:
+    """"bfloat16 matmuls run Nx slower ..." where bfloat16 is slower than float32 on ``device``, else None."""
+    speedup = bf16_speedup(device)
+    if speedup >= 1.0:
+        return None
+    return f"bfloat16 matmuls run {1 / speedup:.1f}x slower than float32 on this CPU (no native bfloat16)"
+
+
+def add_dtype_argument(parser) -> None:
+    """``--dtype`` of the commands that load a model folder (fam generate, fam eval ...)."""
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="dtype to run in (auto: the checkpoint's, but float32 instead of bfloat16 on a CPU "
+                        "where bfloat16 is slower)")
+
+
 def resolve_dtype(requested: str, stored: torch.dtype, n_params: int,
                   device: str = "cpu") -> tuple[torch.dtype, str | None]:
     """The dtype to run a model in, and a one-line note when "auto" had to choose.
@@ -45,10 +60,9 @@ def resolve_dtype(requested: str, stored: torch.dtype, n_params: int,
     """
     if requested != "auto":
         return getattr(torch, requested), None
-    if stored != torch.bfloat16 or bf16_speedup(device) >= 1.0:
+    slower = slow_bf16_note(device) if stored == torch.bfloat16 else None
+    if slower is None:
         return stored, None
-    slower = (f"bfloat16 matmuls run {1 / bf16_speedup(device):.1f}x slower than float32 on this CPU "
-              "(no native bfloat16)")
     import psutil
 
     extra = 2 * n_params  # bytes added by float32

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import checkpoint as ckpt
+from .hardware import slow_bf16_note
 from .recipe import Recipe, load_recipe, recipe_to_dict
 from .train_setup import (Dist, build_model, build_optimizer, build_tokenizer, fam_model, lr_factor,
                           seed_everything, set_activation_checkpointing)
@@ -53,12 +54,8 @@ class Trainer:
         if ckpt.list_checkpoints(self.out) and not resume:
             raise ValueError(f"recipe key out_dir={recipe.out_dir!r}: holds checkpoints; pass --resume to "
                              f"continue, or choose another out_dir")
-        if recipe.bf16 and self.dist.device.type == "cpu":
-            from .hardware import bf16_speedup
-
-            if bf16_speedup() < 1.0:
-                self.log(f"note: recipe key bf16=true: bfloat16 matmuls run {1 / bf16_speedup():.1f}x slower than "
-                         "float32 on this CPU (no native bfloat16); bf16=false is faster here")
+        if recipe.bf16 and (slower := slow_bf16_note(self.dist.device.type)):
+            self.log(f"note: recipe key bf16=true: {slower}; bf16=false is faster here")
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..data.passkey import make_passkey_example, random_key
+from ..hardware import add_dtype_argument, to_run_dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention-mode", default=None, help="reload the weights in another mode (full/bswa/fam)")
     parser.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    add_dtype_argument(parser)
 
 
 def _chunk_size(model, chunk_tokens: int | None) -> int:
@@ -178,18 +180,18 @@ def plot_heatmap(results: dict[str, dict[str, float]], path: Path, title: str) -
     plt.close(fig)
 
 
-def load_model(folder: str, attention_mode: str | None = None):
-    """Any model folder the project can load, with its tokenizer; in eval mode."""
+def load_model(folder: str, attention_mode: str | None = None, dtype: str = "auto"):
+    """Any model folder the project can load, with its tokenizer; in eval mode, in ``dtype``
+    (hardware.resolve_dtype)."""
     import transformer_fam  # noqa: F401  (registers the fam model type)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..cli import UserError
-    from ..hardware import to_run_dtype
 
     if not Path(folder).is_dir():
         raise UserError(f"--model {folder}: no such folder")
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
-    model = to_run_dtype(AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval())
+    model = to_run_dtype(AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval(), dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 
@@ -212,7 +214,7 @@ def run(args) -> int:
         raise UserError("--lengths: give non-negative integers, e.g. 0,256,4096")
     if depths and not all(0 <= d <= 1 for d in depths):
         raise UserError("--depths: values must lie in [0, 1]")
-    model, tokenizer = load_model(args.model, args.attention_mode)
+    model, tokenizer = load_model(args.model, args.attention_mode, args.dtype)
     out = Path(args.out or args.model)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(args.model).name + (f" ({args.attention_mode})" if args.attention_mode else "")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..hardware import add_dtype_argument
+
 BUCKETS = ((0, 4096, "0-4k"), (4096, 16384, "4k-16k"), (16384, 65536, "16k-64k"), (65536, None, "64k+"))
 
 
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-tokens", type=int, default=None, help="tokens per streamed call (default 4 blocks)")
     parser.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     parser.add_argument("--threads", type=int, default=None)
+    add_dtype_argument(parser)
 
 
 def bucket_of(position: int) -> str:
@@ -155,7 +158,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results, t0, texts = {}, time.time(), None
     for mode in modes:
-        model, tokenizer = load_model(args.model, mode)
+        model, tokenizer = load_model(args.model, mode, args.dtype)
         if texts is None:
             texts = load_texts(args.data, tokenizer)
             if args.max_tokens:
