@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-quick test test-all bench clean
+.PHONY: install demo demo-quick test test-slow test-all bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ demo-quick: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

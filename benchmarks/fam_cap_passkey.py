@@ -21,12 +21,12 @@ import torch
 def fam_rms_after(model, tokenizer, filler: int, samples: int, seed: int) -> list[float]:
     """Largest FAM RMS per layer after streaming the prompts (key at depth 0) of ``samples`` examples."""
     from transformer_fam.data.passkey import make_passkey_example, random_key
-    from transformer_fam.evaluate.passkey import stream_prompt
+    from transformer_fam.core.streaming import stream
 
     rng = random.Random(seed)
     rows = [make_passkey_example(filler, random_key(rng), 0.0, tokenizer) for _ in range(samples)]
     a0 = rows[0][1][0]
-    _, cache = stream_prompt(model, torch.tensor([r[0][:a0] for r in rows]), 16 * model.config.block_size)
+    cache = stream(model, torch.tensor([r[0][:a0] for r in rows]), 16 * model.config.block_size).cache
     return [f.float().pow(2).mean(-1).sqrt().max().item() for f in cache.fam_state()]
 
 
@@ -34,7 +34,7 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import transformer_fam  # noqa: F401  (registers the fam model type)
-    from transformer_fam.evaluate.passkey import evaluate_passkey, format_table
+    from transformer_fam.evaluation.passkey import evaluate_passkey, format_table
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/demo/fam")

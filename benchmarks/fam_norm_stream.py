@@ -57,11 +57,12 @@ def token_stream(folder: str, n: int, kind: str, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def stream(model, ids: torch.Tensor, chunk: int, checkpoints: list[int]) -> dict:
-    cache, finite, rows, t0 = None, True, [], time.perf_counter()
+    from transformer_fam.core.streaming import stream_chunks
+
+    finite, rows, t0 = True, [], time.perf_counter()
     marks = sorted(c for c in checkpoints if c <= ids.shape[1])
     seen = 0
-    for piece in ids.split(chunk, dim=1):
-        out = model(piece, past_key_values=cache, use_cache=True)
+    for piece, out in stream_chunks(model, ids, chunk):
         cache = out.past_key_values
         finite = finite and bool(torch.isfinite(out.logits).all())
         seen += piece.shape[1]

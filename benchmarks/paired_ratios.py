@@ -26,7 +26,7 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import _fam_model, _hf_model, machine, matmul_peak, prefill_flops, write_markdown
+from transformer_fam.experiments.bench import _fam_model, _hf_model, machine, matmul_peak, prefill_flops, write_markdown
 from transformer_fam.hardware import bf16_speedup
 
 VOCAB = 49152
@@ -116,7 +116,7 @@ def table(args, peak: float, rows: list[tuple[str, str, str, str]]) -> list[str]
     lines = ["# Paired ratios", "", f"`python {' '.join(sys.argv)}` — one process, interleaved, best of "
              f"{args.reps} (1 above 16k); {machine()}; float32 matmul peak {peak:.0f} GFLOP/s", "",
              "*bound*: the ratio if both sides ran at the same FLOP/s (their FLOP counts, "
-             "`transformer_fam.bench.prefill_flops`); for bf16/fp32, the speed ratio of a linear layer "
+             "`transformer_fam.experiments.bench.prefill_flops`); for bf16/fp32, the speed ratio of a linear layer "
              "(`transformer_fam.hardware.bf16_speedup`).", "",
              "| measurement | ratio | target | bound |", "|---|---|---|---|"]
     return lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

@@ -15,7 +15,7 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
+from transformer_fam.experiments.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
 
 
 def rss_mb() -> float:

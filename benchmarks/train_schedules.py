@@ -16,8 +16,8 @@ import time
 import torch
 
 from transformer_fam import FamCache
-from transformer_fam.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
-from transformer_fam.train_setup import set_activation_checkpointing
+from transformer_fam.experiments.bench import SMOLLM2_SHAPE, _fam_model, machine, write_markdown
+from transformer_fam.training.setup import set_activation_checkpointing
 
 
 def main():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from transformer_fam.bench import attended_keys
-from transformer_fam.patterns import token_pattern
+from transformer_fam.experiments.bench import attended_keys
+from transformer_fam.core.patterns import token_pattern
 
 
 @pytest.mark.parametrize("impl,T,L,m,F", [("full", 23, 4, 1, 2), ("bswa", 23, 4, 1, 0), ("bswa", 40, 8, 3, 0),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from test_model import ids_for, tiny
+from helpers import ids_for, tiny
 from transformer_fam import FamConfig, FamForCausalLM
 from transformer_fam.cli import main
 
@@ -17,7 +17,7 @@ from transformer_fam.cli import main
     (dict(mem_segments=-1), "mem_segments"),
     (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
     (dict(num_attention_heads=4, num_key_value_heads=3, hidden_size=32), "num_key_value_heads"),
-    (dict(rsp_prob=1.5), "rsp_prob"),
+    (dict(attention_backend="flash"), "attention_backend"),
     (dict(fam_max_rms=0.0), "fam_max_rms"),
     (dict(fam_max_rms=-1), "fam_max_rms"),
     (dict(fam_max_rms="big"), "fam_max_rms"),

@@ -9,58 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel)
 
+from helpers import FAMILIES, TOL, hf_ids, hf_tiny, word_tokenizer
 from reference import reference_bswa_mask, reference_fam
-from transformer_fam import FamForCausalLM
+from transformer_fam import FamForCausalLM, from_hf
 from transformer_fam.cli import main
-from transformer_fam.convert import init_fam_prompt
-from transformer_fam.gguf_reader import unpermute_rotary
-
-TOL = 1e-4
-VOCAB = 97
-SIZES = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=512)
-FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, dict(attention_bias=True, mlp_bias=True)),
-    "llama3-rope": (LlamaConfig, LlamaForCausalLM, dict(rope_parameters=dict(
-        rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=16))),
-    "linear-rope": (LlamaConfig, LlamaForCausalLM, dict(rope_parameters=dict(rope_type="linear", factor=4.0,
-                                                                             rope_theta=10000.0))),
-    "smollm2-like": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True, num_key_value_heads=1,
-                                                         rope_parameters=dict(rope_type="default",
-                                                                              rope_theta=100000.0))),
-    "mistral": (MistralConfig, MistralForCausalLM, dict(sliding_window=None)),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=False)),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(head_dim=16, tie_word_embeddings=False)),
-}
-
-
-@torch.no_grad()
-def randomize(model, seed=0):
-    """Random values for every parameter (biases and norm weights too, which HF initialises to 0 / 1)."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-        else:
-            p.copy_(0.08 * torch.randn(p.shape, generator=g))
-    return model
-
-
-def hf_tiny(family, seed=0, **extra):
-    config_cls, model_cls, kw = FAMILIES[family]
-    torch.manual_seed(seed)
-    model = model_cls(config_cls(**{**SIZES, **kw, **extra}))
-    return randomize(model, seed).eval()
-
-
-def ids_for(B, T, seed=1):
-    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
-
+from transformer_fam.hf.convert import init_fam_prompt
+from transformer_fam.hf.gguf import unpermute_rotary
 
 def hf_logits(model, ids, allowed=None):
     """HF logits; ``allowed`` (T, T) bool becomes a 4-D additive mask, which HF uses as given."""
@@ -73,8 +29,8 @@ def hf_logits(model, ids, allowed=None):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_full_mode_gives_the_hf_logits(family):
     hf = hf_tiny(family)
-    fam = FamForCausalLM.from_hf(hf, attention_mode="full")
-    ids = ids_for(2, 45)
+    fam = from_hf(hf, attention_mode="full")
+    ids = hf_ids(2, 45)
     with torch.no_grad():
         expected, got = hf_logits(hf, ids), fam(ids).logits
     assert (got - expected).abs().max() <= TOL
@@ -85,8 +41,8 @@ def test_full_mode_gives_the_hf_logits(family):
 @pytest.mark.parametrize("L,m,T", [(8, 1, 37), (5, 2, 23), (16, 0, 40)])
 def test_bswa_mode_equals_hf_with_a_block_sliding_mask(family, L, m, T):
     hf = hf_tiny(family)
-    fam = FamForCausalLM.from_hf(hf, attention_mode="bswa", block_size=L, mem_segments=m)
-    ids = ids_for(2, T)
+    fam = from_hf(hf, attention_mode="bswa", block_size=L, mem_segments=m)
+    ids = hf_ids(2, T)
     with torch.no_grad():
         expected = hf_logits(hf, ids, reference_bswa_mask(T, L, m))
         got = fam(ids).logits
@@ -97,8 +53,8 @@ def test_bswa_mode_equals_hf_with_a_block_sliding_mask(family, L, m, T):
 
 def test_fam_mode_runs_algorithm2_with_the_converted_weights():
     hf = hf_tiny("llama", attention_bias=False, mlp_bias=False)
-    fam = FamForCausalLM.from_hf(hf, attention_mode="fam", block_size=8, mem_segments=1, fam_length=3)
-    ids = ids_for(1, 29)
+    fam = from_hf(hf, attention_mode="fam", block_size=8, mem_segments=1, fam_length=3)
+    ids = hf_ids(1, 29)
     with torch.no_grad():
         torch.testing.assert_close(fam(ids).logits[0], reference_fam(fam, ids[0]), atol=TOL, rtol=0)
     # the only new parameter, drawn from the embedding statistics
@@ -114,37 +70,27 @@ def test_fam_prompt_follows_the_embedding_statistics():
     torch.testing.assert_close(prompt.std(0), emb.std(0), atol=0, rtol=0.06)
     assert torch.equal(prompt, init_fam_prompt(emb, 4000))  # deterministic
     hf = hf_tiny("qwen2")
-    fam = FamForCausalLM.from_hf(hf, fam_length=4, block_size=8)
+    fam = from_hf(hf, fam_length=4, block_size=8)
     torch.testing.assert_close(fam.fam_prompt, init_fam_prompt(hf.model.embed_tokens.weight, 4))
 
 
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match="gpt2.*llama, mistral, qwen2, qwen3"):
-        FamForCausalLM.from_hf(gpt2)
+        from_hf(gpt2)
     gpt2.save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ValueError, match="supported are"):
-        FamForCausalLM.from_hf(tmp_path / "gpt2")
+        from_hf(tmp_path / "gpt2")
 
 
 def test_unknown_override_and_missing_path_fail_loudly(tmp_path):
     with pytest.raises(TypeError, match="fam_lenght"):
-        FamForCausalLM.from_hf(hf_tiny("llama"), fam_lenght=4)
+        from_hf(hf_tiny("llama"), fam_lenght=4)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        FamForCausalLM.from_hf(tmp_path / "nowhere")
+        from_hf(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: neither"):
-        FamForCausalLM.from_hf(tmp_path / "empty")
-
-
-def word_tokenizer(vocab_size=VOCAB):
-    """A tiny word-level tokenizer built locally: words w0..w{V-3}, then <unk> and <eos>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {f"w{i}": i for i in range(vocab_size - 2)} | {"<unk>": vocab_size - 2, "<eos>": vocab_size - 1}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+        from_hf(tmp_path / "empty")
 
 
 def test_hf_folder_to_fam_folder_with_the_cli(tmp_path, capsys):
@@ -157,7 +103,7 @@ def test_hf_folder_to_fam_folder_with_the_cli(tmp_path, capsys):
     assert (tmp_path / "fam" / "model.safetensors").exists() and (tmp_path / "fam" / "tokenizer.json").exists()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "fam").eval()
     assert type(loaded) is FamForCausalLM and loaded.config.attention_mode == "bswa"
-    ids = ids_for(1, 30)
+    ids = hf_ids(1, 30)
     with torch.no_grad():
         expected = hf_logits(hf, ids, reference_bswa_mask(30, 8, 2))
         assert (loaded(ids).logits - expected).abs().max() <= TOL
@@ -234,14 +180,14 @@ def test_gguf_round_trip(tmp_path, family, arch):
     hf = hf_tiny(family)
     path = tmp_path / "tiny.gguf"
     write_gguf(hf, path, arch)
-    fam = FamForCausalLM.from_hf(path, attention_mode="full")
+    fam = from_hf(path, attention_mode="full")
     assert fam.config.tie_word_embeddings == hf.config.tie_word_embeddings
     assert fam.config.qkv_bias == (arch == "qwen2") and fam.config.qk_norm == (arch == "qwen3")
-    ids = ids_for(2, 33)
+    ids = hf_ids(2, 33)
     with torch.no_grad():
         assert (fam(ids).logits - hf(ids).logits).abs().max() <= TOL
     # a folder holding one GGUF works too, in any mode
-    bswa = FamForCausalLM.from_hf(tmp_path, attention_mode="bswa", block_size=8, mem_segments=1)
+    bswa = from_hf(tmp_path, attention_mode="bswa", block_size=8, mem_segments=1)
     with torch.no_grad():
         expected = hf_logits(hf, ids, reference_bswa_mask(33, 8, 1))
         assert (bswa(ids).logits - expected).abs().max() <= TOL
@@ -251,8 +197,8 @@ def test_gguf_llama_matches_the_transformers_gguf_loader(tmp_path):
     hf = hf_tiny("smollm2-like")
     write_gguf(hf, tmp_path / "tiny.gguf", "llama")
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", dtype=torch.float32).eval()
-    ours = FamForCausalLM.from_hf(tmp_path / "tiny.gguf", attention_mode="full")
-    ids = ids_for(1, 20)
+    ours = from_hf(tmp_path / "tiny.gguf", attention_mode="full")
+    ids = hf_ids(1, 20)
     with torch.no_grad():
         assert (ours(ids).logits - theirs(ids).logits).abs().max() <= TOL
 
@@ -263,7 +209,7 @@ def test_smollm2_full_mode_matches_hf_on_a_real_prompt(tmp_path):
     """The real SmolLM2-135M-Instruct GGUF: our reader vs transformers' GGUF loader, and the cache."""
     from transformers import AutoTokenizer
 
-    from transformer_fam.convert import smollm2, smollm2_folder, smollm2_gguf_path
+    from transformer_fam.hf.smollm2 import smollm2, smollm2_folder, smollm2_gguf_path
 
     path = smollm2_gguf_path()
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from transformer_fam import demo
+from transformer_fam.experiments import passkey_demo as demo
 from transformer_fam.cli import build_parser, main
 from transformer_fam.data.passkey import passkey_batch, passkey_tokenizer
 
@@ -48,16 +48,42 @@ def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):
     assert ["".join(map(str, d)) for d in digits] == [str(k) for k in keys]
 
 
-def test_curriculum_and_carried_steps_run_and_log(tok):
-    recipe = replace(demo.QUICK, steps=3, seconds=60, carry_steps=3, carry_seconds=60, batch_size=2,
-                     hidden_size=32, heads=2, train_max_filler=32)
+def test_curriculum_lengthens_the_filler_when_the_accuracy_passes_the_bar(tok):
+    # promote_acc=-1: every step passes the bar, so the filler grows by filler_step until the cap
+    recipe = replace(demo.QUICK, steps=4, seconds=60, batch_size=2, hidden_size=32, heads=2, train_max_filler=32,
+                     filler_step=16, promote_acc=-1.0)
     torch.manual_seed(0)
     model = demo.make_model(recipe, "fam", 64)
     log = []
     reached, probe = demo.train_curriculum(model, tok, recipe, 0, "t", log)
-    assert reached == recipe.start_filler and probe is not None and log[0]["step"] == 0
-    demo.train_carried(model, tok, recipe, 0, "c", log, probe)
-    assert log[-1]["phase"] == "carried" and model.model.rsp_state is None and model.config.rsp_prob == 0.0
+    assert reached == 32 and probe is not None and log[0]["max_filler"] == 0
+    recipe = replace(recipe, promote_acc=2.0)  # never passes: stays at the start
+    assert demo.train_curriculum(model, tok, recipe, 0, "t", [])[0] == recipe.start_filler
+
+
+def test_carried_steps_start_from_the_previous_steps_fam(tok, monkeypatch):
+    """Rule T2 as the demo uses it: with carry_reset=0 each step after the first starts from a cache
+    built from the FAM the previous step ended with (FamCache.from_fam_state)."""
+    recipe = replace(demo.QUICK, carry_steps=3, carry_seconds=60, carry_reset=0.0, batch_size=2, hidden_size=32,
+                     heads=2, train_max_filler=32)
+    torch.manual_seed(0)
+    model = demo.make_model(recipe, "fam", 64)
+    starts, ends = [], []
+    real_step = demo._train_step
+
+    def spy(*args):
+        start = args[-1]
+        starts.append(None if start is None else [f.clone() for f in start.carried_fam])
+        loss, acc, cache = real_step(*args)
+        ends.append([f.detach().clone() for f in cache.fam_state()])
+        return loss, acc, cache
+
+    monkeypatch.setattr(demo, "_train_step", spy)
+    log = []
+    demo.train_carried(model, tok, recipe, 0, "c", log, None)
+    assert starts[0] is None and len(starts) == 3 and log[-1]["phase"] == "carried"
+    for start, previous in zip(starts[1:], ends[:-1]):
+        assert start is not None and all(torch.equal(a, b) for a, b in zip(start, previous))
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 from transformer_fam import FamConfig, FamForCausalLM
 from transformer_fam.cli import main
 from transformer_fam.data.passkey import passkey_tokenizer
-from transformer_fam.evaluate.perplexity import bucket_of, evaluate_texts, token_metrics
+from transformer_fam.evaluation.perplexity import bucket_of, evaluate_texts, token_metrics
 
 
 def tiny(mode="fam"):

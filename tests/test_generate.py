@@ -7,11 +7,11 @@ generate() on the model the FAM model was converted from.
 import pytest
 import torch
 
-from test_convert import hf_tiny, word_tokenizer
-from test_model import ids_for, tiny
-from transformer_fam import FamCache, FamForCausalLM
+from helpers import hf_tiny, word_tokenizer
+from helpers import ids_for, tiny
+from transformer_fam import FamCache, from_hf
 from transformer_fam.cli import main
-from transformer_fam.generation import prefill
+from transformer_fam.core.streaming import stream
 
 
 @torch.no_grad()
@@ -56,14 +56,14 @@ def test_chunked_prefill_and_a_passed_cache_give_the_same_tokens(mode):
     ids = ids_for(model, 1, 23)
     plain = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
     chunked = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, prefill_chunk_size=4)
-    cache, _ = prefill(model, ids[:, :-1], chunk_size=5)
+    cache = stream(model, ids[:, :-1], chunk_size=5).cache
     continued = model.generate(ids, past_key_values=cache, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(chunked, plain) and torch.equal(continued, plain)
 
 
 def test_converted_model_generates_like_hf_greedy_and_beam():
     hf = hf_tiny("llama")
-    fam = FamForCausalLM.from_hf(hf, attention_mode="full")
+    fam = from_hf(hf, attention_mode="full")
     ids = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(3))
     for kw in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
         ours = fam.generate(ids, max_new_tokens=10, pad_token_id=0, eos_token_id=None, **kw)
@@ -134,7 +134,7 @@ def test_beam_search_scores_equal_uncached_log_probs(mode):
 def smollm2_and_tokenizer(**fam):
     from transformers import AutoTokenizer
 
-    from transformer_fam.convert import smollm2, smollm2_folder
+    from transformer_fam.hf.smollm2 import smollm2, smollm2_folder
 
     return smollm2(**fam), AutoTokenizer.from_pretrained(smollm2_folder())
 

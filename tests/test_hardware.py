@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from test_convert import word_tokenizer
-from test_model import tiny
+from helpers import word_tokenizer
+from helpers import tiny
 from transformer_fam import hardware
-from transformer_fam.evaluate.passkey import load_model
-from transformer_fam.generate_cli import load as load_generate
+from transformer_fam.hf.loading import load_model
 
 
 @pytest.fixture
@@ -45,9 +44,10 @@ def test_speedup_is_measured_once_per_process_without_touching_the_global_rng():
     assert hardware.bf16_speedup.cache_info().misses == 1
 
 
-@pytest.mark.parametrize("loader", ["generate", "eval"])
-def test_loaders_run_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys, slow_bf16, loader):
-    load = {"generate": load_generate, "eval": lambda folder, dtype="auto": load_model(folder, None, dtype)}[loader]
+def test_the_loader_runs_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys, slow_bf16):
+    def load(folder, dtype="auto"):  # what fam generate and fam eval load with
+        return load_model(folder, None, dtype)
+
     model = tiny("fam", L=4, m=1, F=2).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "m")
     word_tokenizer(model.config.vocab_size).save_pretrained(tmp_path / "m")
@@ -60,9 +60,9 @@ def test_loaders_run_a_bfloat16_folder_in_float32_on_a_slow_cpu(tmp_path, capsys
 
 
 def test_training_with_bf16_on_a_slow_cpu_says_so(tmp_path, slow_bf16):
-    from test_train import tiny as tiny_recipe
-    from transformer_fam.recipe import recipe_from_dict
-    from transformer_fam.train import Trainer
+    from helpers import tiny_recipe
+    from transformer_fam.training.recipe import recipe_from_dict
+    from transformer_fam.training.trainer import Trainer
 
     logged = []
     Trainer(recipe_from_dict(tiny_recipe(tmp_path, bf16=True)), log=logged.append)

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from test_model import ids_for, tiny
+from helpers import ids_for, tiny
 from transformer_fam import FamForCausalLM
-from transformer_fam.lora import LORA_TARGETS, apply_lora, load_lora, merge_lora, save_lora
+from transformer_fam.hf.lora import LORA_TARGETS, apply_lora, load_lora, merge_lora, save_lora
 
 TOL = 1e-5
 

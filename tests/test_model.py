@@ -1,33 +1,22 @@
-"""Equivalence tests: the fast layer-wise model against independent references."""
+"""Equivalence tests: the fast layer-wise model against independent references (tests/reference.py).
+
+Each test names the rules of docs/algorithm.md it checks: modes M1-M3, the FAM update F1-F6,
+positions P1-P4, the schedule X1, the streaming state S1-S2 (S3-S4: test_cache.py; backends:
+test_attention.py; T1-T2: test_train.py).
+"""
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import TOL, ids_for, tiny
 from reference import reference_bswa_mask, reference_fam, reference_full, reference_masked
-from transformer_fam import FamCache, FamConfig, FamForCausalLM
-
-TOL = 1e-4
-
-
-def tiny(mode="fam", L=8, m=1, F=2, heads=4, kv_heads=2, hidden=32, layers=2, seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = FamConfig(vocab_size=61, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                    num_attention_heads=heads, num_key_value_heads=kv_heads, attention_mode=mode,
-                    block_size=L, mem_segments=m, fam_length=F, **kw)
-    model = FamForCausalLM(cfg).eval()
-    if model.fam_prompt is not None:  # a prompt of the same scale as the hidden states
-        torch.nn.init.normal_(model.fam_prompt, std=1.0)
-    return model
-
-
-def ids_for(model, B, T, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+from transformer_fam import FamCache
 
 
 def test_full_equals_plain_causal_transformer():
+    """Rule M1: full mode is a plain causal transformer (independent reference)."""
     model = tiny("full")
     ids = ids_for(model, 2, 21)
     logits = model(ids).logits
@@ -37,6 +26,7 @@ def test_full_equals_plain_causal_transformer():
 
 @pytest.mark.parametrize("T", [24, 29])
 def test_bswa_with_enough_memory_equals_full(T):
+    """Rule M2: with memory covering the whole input, bswa sees what full sees."""
     bswa = tiny("bswa", L=8, m=4)
     full = tiny("full")
     full.load_state_dict(bswa.state_dict())
@@ -49,6 +39,7 @@ def test_bswa_with_enough_memory_equals_full(T):
 
 @pytest.mark.parametrize("L,m,T", [(8, 1, 29), (8, 0, 24), (4, 2, 19), (5, 3, 23), (8, 3, 21)])
 def test_bswa_equals_masked_reference(L, m, T):
+    """Rule M2: bswa equals an explicitly masked transformer (reference.py)."""
     model = tiny("bswa", L=L, m=m)
     ids = ids_for(model, 1, T)
     expected = reference_masked(model, ids[0], reference_bswa_mask(T, L, m))
@@ -66,6 +57,7 @@ def test_bswa_equals_masked_reference(L, m, T):
     (8, 3, 2, 29, 4, 2),   # nb <= m+1: the inference path's single causal pass + FAM merge
 ])
 def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
+    """Rules M3, F1-F6, P2-P3, X1: the layer-wise schedule equals Algorithm 2 run block by block."""
     model = tiny("fam", L=L, m=m, F=F, heads=heads, kv_heads=kv)
     ids = ids_for(model, 2, T)
     logits = model(ids).logits  # differentiable path (masked windows)
@@ -79,6 +71,7 @@ def test_fam_equals_algorithm2(L, m, F, T, heads, kv):
 
 @pytest.mark.parametrize("T", [32, 29])
 def test_capped_fam_equals_algorithm2_with_the_cap(T):
+    """Option O1: fam_max_rms equals Algorithm 2 with the cap applied after each update."""
     # fam_max_rms (an option, not the paper): the cap is set low enough to bite on every update
     def strong(model):  # weights 10x the default init, so the FAM's direction moves every block
         with torch.no_grad():
@@ -106,6 +99,7 @@ def test_capped_fam_equals_algorithm2_with_the_cap(T):
 
 
 def test_fam_differs_from_bswa_and_uses_the_prompt():
+    """Rules M3, F4: the FAM columns change the output, and the learned prompt reaches it."""
     fam = tiny("fam", L=8, m=1, F=2)
     bswa = tiny("bswa", L=8, m=1)
     bswa.load_state_dict(fam.state_dict(), strict=False)
@@ -131,6 +125,7 @@ def _stream(model, ids, cuts):
 @given(mode=st.sampled_from(["full", "bswa", "fam"]), T=st.integers(1, 40), data=st.data(),
        L=st.integers(2, 7), m=st.integers(0, 2))
 def test_any_chunking_equals_one_call(mode, T, data, L, m):
+    """Rules S2, F6: any chunking of a stream gives the logits of one call."""
     model = tiny(mode, L=L, m=m, F=min(2, L))
     ids = ids_for(model, 2, T)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, T - 1)), max_size=6)))) if T > 1 else []
@@ -145,6 +140,7 @@ def test_any_chunking_equals_one_call(mode, T, data, L, m):
 
 @pytest.mark.parametrize("mode", ["bswa", "fam"])
 def test_one_token_at_a_time_equals_one_call(mode):
+    """Rules S2, F6: decoding token by token (in place, without autograd) equals one call."""
     model = tiny(mode, L=4, m=1, F=2)
     ids = ids_for(model, 1, 19)
     streamed, _ = _stream(model, ids, list(range(1, 19)))
@@ -152,7 +148,7 @@ def test_one_token_at_a_time_equals_one_call(mode):
     with torch.no_grad():  # decoding writes into the preallocated window in place
         decoded, cache = _stream(model, ids, list(range(1, 19)))
     torch.testing.assert_close(decoded, model(ids).logits, atol=TOL, rtol=0)
-    assert not cache.layers[0].win_k.requires_grad
+    assert not cache.layers[0].k.requires_grad
 
 
 def _grad_to_first_block(mode):
@@ -165,15 +161,18 @@ def _grad_to_first_block(mode):
 
 
 def test_fam_carries_gradient_through_the_feedback_loop():
+    """Rules F3, M3: the loss reaches the first block only through the FAM's feedback."""
     assert _grad_to_first_block("fam") > 1e-6
 
 
 def test_bswa_without_memory_does_not_reach_back():
+    """Rule M2: bswa with m=0 has no path to earlier blocks."""
     assert _grad_to_first_block("bswa") == 0.0
 
 
 @pytest.mark.parametrize("mode", ["bswa", "fam"])
 def test_cache_size_is_constant(mode):
+    """Rule S1: the streaming state has a constant size in bswa / fam mode."""
     model = tiny(mode, L=4, m=2, F=2)
     cache = None
     sizes = {}
@@ -188,6 +187,7 @@ def test_cache_size_is_constant(mode):
 
 
 def test_full_cache_grows():
+    """Rule S1: full mode's state is a growing KV cache."""
     model = tiny("full")
     small = model(ids_for(model, 1, 8), use_cache=True).past_key_values.num_elements()
     large = model(ids_for(model, 1, 16), use_cache=True).past_key_values.num_elements()
@@ -211,6 +211,7 @@ def test_logits_to_keep():
 
 
 def test_position_is_exact_far_into_a_stream():
+    """Rules P1, P4, T1: logits do not depend on how far into a stream a block sits."""
     model = tiny("fam", L=8, m=1, F=2)
     ids = ids_for(model, 1, 24)
     near = model(ids, past_key_values=FamCache(model.config, position_offset=0)).logits
@@ -219,6 +220,7 @@ def test_position_is_exact_far_into_a_stream():
 
 
 def test_gradient_checkpointing_gives_same_gradients():
+    """Rule X1: activation checkpointing changes no gradient."""
     model = tiny("fam", L=4, m=1, F=2).train()
     ids = ids_for(model, 2, 18)
     model(ids, labels=ids).loss.backward()
@@ -232,8 +234,9 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 @pytest.mark.parametrize("mode", ["bswa", "fam"])
 def test_attention_mask_grows_linearly_not_quadratically(mode):
+    """Rule X1: the training path builds per-block windows, not a T x T mask."""
     # the only mask is per block: (blocks, 1, block rows, m*L + F + L) — no T x T matrix
-    from transformer_fam.attention import BlockPlan
+    from transformer_fam.core.plan import BlockPlan
 
     L, m, F = 16, 2, 4 if mode == "fam" else 0
     sizes = [BlockPlan.make(L, m, F, 0, T, 0, torch.device("cpu")).mask.numel() for T in (10 * L, 20 * L, 40 * L)]

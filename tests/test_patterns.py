@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reference import reference_bswa_mask
-from transformer_fam.patterns import token_pattern
+from transformer_fam.core.patterns import token_pattern
 
 
 @pytest.mark.parametrize("T,L,m", [(24, 6, 1), (23, 4, 2), (10, 5, 0)])

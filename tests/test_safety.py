@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from transformer_fam import checkpoint as ckpt
+from transformer_fam.training import checkpoint as ckpt
 from transformer_fam import FamForCausalLM
 
 
@@ -54,7 +54,7 @@ def test_malicious_pickle_in_a_checkpoint_is_not_executed(tmp_path, name):
 
 
 def test_model_weights_are_read_through_safetensors_only(tmp_path):
-    from test_model import tiny
+    from helpers import tiny
 
     model = tiny("fam")
     model.save_pretrained(tmp_path)

@@ -13,30 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformer_fam.recipe import PRESETS, Recipe, load_recipe, parse_overrides, preset_config, recipe_from_dict
-from transformer_fam.train import Trainer, lr_factor
+from helpers import tiny_recipe as tiny
+from transformer_fam.training.recipe import PRESETS, Recipe, load_recipe, parse_overrides, preset_config, recipe_from_dict
+from transformer_fam.training.trainer import Trainer
+from transformer_fam.training.setup import lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_docs(folder: Path) -> Path:
-    import random
-
-    rnd = random.Random(1)
-    words = "the quick brown fox jumps over a lazy dog while birds sing in green trees".split()
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(4):
-        (folder / f"doc{i}.txt").write_text(" ".join(rnd.choice(words) for _ in range(600 + 50 * i)))
-    return folder
-
-
-def tiny(tmp_path: Path, **kw) -> dict:
-    values = dict(data=str(make_docs(tmp_path / "docs")), tokenizer="byte", seq_len=32, batch_size=4,
-                  hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  block_size=8, mem_segments=1, fam_length=2, max_steps=6, save_every=2, keep_last_n=10,
-                  lr=3e-3, warmup_steps=2, progress=False, tensorboard=False, out_dir=str(tmp_path / "run"))
-    values.update(kw)
-    return values
 
 
 def losses(out_dir) -> list[float]:
@@ -107,7 +89,7 @@ def test_bundled_recipes_load():
 
 
 def test_recipe_fam_max_rms_reaches_the_model_config():
-    from transformer_fam.train_setup import model_config
+    from transformer_fam.training.setup import model_config
 
     assert model_config(recipe_from_dict({"fam_max_rms": 2.5}), vocab_size=50).fam_max_rms == 2.5
     assert model_config(recipe_from_dict({}), vocab_size=50).fam_max_rms is None  # 0: the paper's update
@@ -259,7 +241,7 @@ def test_sigkill_then_resume_gives_identical_losses(tmp_path):
     values = tiny(tmp_path, max_steps=10, save_every=3, rsp_prob=0.5, random_position_offset=True,
                   batching="document")
     recipe = write_yaml(tmp_path / "r.yaml", values)
-    cmd = [sys.executable, "-m", "transformer_fam.train", str(recipe)]
+    cmd = [sys.executable, "-m", "transformer_fam.cli", "train", str(recipe)]
     full = subprocess.run(cmd + [f"out_dir={tmp_path / 'full'}"], env=subprocess_env(), capture_output=True,
                           text=True, timeout=300)
     assert full.returncode == 0, full.stderr
@@ -308,7 +290,7 @@ def test_sigint_in_process_checkpoints_then_resume_continues(tmp_path, monkeypat
 def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     values = tiny(tmp_path, max_steps=200, save_every=1000)
     recipe = write_yaml(tmp_path / "r.yaml", values)
-    proc = subprocess.Popen([sys.executable, "-m", "transformer_fam.train", str(recipe)],
+    proc = subprocess.Popen([sys.executable, "-m", "transformer_fam.cli", "train", str(recipe)],
                             env=subprocess_env(FAM_TRAIN_STEP_DELAY="0.2"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_lines(Path(values["out_dir"]) / "metrics.jsonl", 3, proc)
@@ -326,11 +308,11 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_ddp_two_processes_equal_one_process(tmp_path, batching, distributed):
     values = tiny(tmp_path, max_steps=5, save_every=5, batching=batching, distributed=distributed)
     recipe = write_yaml(tmp_path / "r.yaml", values)
-    one = subprocess.run([sys.executable, "-m", "transformer_fam.train", str(recipe), f"out_dir={tmp_path / 'one'}"],
+    one = subprocess.run([sys.executable, "-m", "transformer_fam.cli", "train", str(recipe), f"out_dir={tmp_path / 'one'}"],
                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "transformer_fam.train", str(recipe), f"out_dir={tmp_path / 'two'}"],
+                          "-m", "transformer_fam.cli", "train", str(recipe), f"out_dir={tmp_path / 'two'}"],
                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -346,7 +328,7 @@ def test_fsdp2_with_random_state_passing_runs(tmp_path):
     values = tiny(tmp_path, max_steps=4, save_every=4, distributed="fsdp2", rsp_prob=1.0)
     recipe = write_yaml(tmp_path / "r.yaml", values)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "transformer_fam.train", str(recipe)],
+                          "-m", "transformer_fam.cli", "train", str(recipe)],
                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     got = losses(values["out_dir"])

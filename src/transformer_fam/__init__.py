@@ -1,13 +1,17 @@
-"""TransformerFAM: Feedback Attention is Working Memory, for Hugging Face transformers."""
+"""TransformerFAM: Feedback Attention is Working Memory, for Hugging Face transformers.
 
-from transformers import AutoConfig, AutoModelForCausalLM
+The package, layer by layer (docs/algorithm.md describes the algorithm):
 
-from .cache import FamCache
-from .config import FamConfig
-from .model import FamForCausalLM, FamModel
+- ``core``: the model (config, RoPE, block plan, attention backends, streaming state, layers).
+- ``hf``: Hugging Face / GGUF / SmolLM2 conversion and LoRA.
+- ``data``, ``training``, ``evaluation``, ``experiments``: tokenizers and corpora, the trainer,
+  PassKey and perplexity, the PassKey demo and benchmarks.
+- ``cli``: the ``fam`` command.
+"""
 
-AutoConfig.register("fam", FamConfig)
-AutoModelForCausalLM.register(FamConfig, FamForCausalLM)
+from .core import FamCache, FamConfig, FamForCausalLM, FamModel, StreamResult, stream, stream_chunks
+from .hf.loading import from_hf
 
-__all__ = ["FamCache", "FamConfig", "FamForCausalLM", "FamModel"]
+__all__ = ["FamCache", "FamConfig", "FamForCausalLM", "FamModel", "StreamResult", "from_hf", "stream",
+           "stream_chunks"]
 __version__ = "0.1.0"

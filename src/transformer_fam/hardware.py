@@ -43,13 +43,6 @@ def slow_bf16_note(device: str = "cpu") -> str | None:
     return f"bfloat16 matmuls run {1 / speedup:.1f}x slower than float32 on this CPU (no native bfloat16)"
 
 
-def add_dtype_argument(parser) -> None:
-    """``--dtype`` of the commands that load a model folder (fam generate, fam eval ...)."""
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="dtype to run in (auto: the checkpoint's, but float32 instead of bfloat16 on a CPU "
-                        "where bfloat16 is slower)")
-
-
 def resolve_dtype(requested: str, stored: torch.dtype, n_params: int,
                   device: str = "cpu") -> tuple[torch.dtype, str | None]:
     """The dtype to run a model in, and a one-line note when "auto" had to choose.

@@ -53,18 +53,36 @@ def is_byte_tokenizer(tokenizer) -> bool:
         and tokenizer.convert_tokens_to_ids("!") == ord("!")
 
 
-def load_tokenizer(spec: str):
-    """``"byte"``, a folder holding a Hugging Face tokenizer, or a ``.gguf`` file."""
-    if spec == "byte":
+def load_tokenizer(spec, required: bool = True):
+    """``"byte"``, a folder holding a Hugging Face tokenizer, a ``.gguf`` file (its embedded
+    tokenizer) or a folder holding one ``.gguf``.
+
+    With ``required=False`` a source that has no tokenizer gives None instead of an error.
+    """
+    if str(spec) == "byte":
         return byte_tokenizer()
     from transformers import AutoTokenizer
 
+    from ..hf.gguf import find_gguf
+
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer: {spec!r} is neither 'byte' nor an existing folder or .gguf file")
-    if path.is_file() and path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return AutoTokenizer.from_pretrained(str(path))
+        raise FileNotFoundError(f"tokenizer: {str(spec)!r} is neither 'byte' nor an existing folder or .gguf file")
+    gguf_file = path if path.is_file() and path.suffix == ".gguf" else None
+    if path.is_dir() and not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        gguf_file = find_gguf(path)
+        if gguf_file is None:
+            if required:
+                raise FileNotFoundError(f"tokenizer: {path} holds no tokenizer (tokenizer.json) nor a .gguf file")
+            return None
+    try:
+        if gguf_file is not None:
+            return AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError):
+        if required:
+            raise
+        return None
 
 
 def encode(tokenizer, text: str) -> np.ndarray:

@@ -1,0 +1,35 @@
+"""Arguments and parsers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` of the commands that load a model folder (fam generate, fam eval ...)."""
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="dtype to run in (auto: the checkpoint's, but float32 instead of bfloat16 on a CPU "
+                        "where bfloat16 is slower)")
+
+
+def int_list(option: str, text: str, minimum: int = 0) -> list[int]:
+    """'0,256,4096' -> [0, 256, 4096]; a UserError naming ``option`` otherwise."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise UserError(f"{option} {text}: give comma-separated integers ({err})") from None
+    if not values or min(values) < minimum:
+        raise UserError(f"{option} {text}: give integers >= {minimum}, e.g. 0,256,4096")
+    return values
+
+
+def float_list(option: str, text: str, lo: float, hi: float) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise UserError(f"{option} {text}: give comma-separated numbers ({err})") from None
+    if not values or not all(lo <= v <= hi for v in values):
+        raise UserError(f"{option} {text}: values must lie in [{lo:g}, {hi:g}]")
+    return values

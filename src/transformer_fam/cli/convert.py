@@ -1,0 +1,36 @@
+"""`fam convert SOURCE OUT`: a Llama-family HF folder, a GGUF file or "smollm2" -> a FAM folder.
+
+    fam convert smollm2 runs/smollm2-fam --mode fam --block-size 1024 --mem-segments 3 --fam-length 64
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help='a Hugging Face folder, a GGUF file, or "smollm2" (offline SmolLM2-135M-Instruct)')
+    parser.add_argument("out", help="output folder (config.json with model_type fam, model.safetensors, tokenizer)")
+    parser.add_argument("--mode", dest="attention_mode", choices=("full", "bswa", "fam"), default="fam")
+    parser.add_argument("--block-size", type=int, default=1024, help="L, tokens per block")
+    parser.add_argument("--mem-segments", type=int, default=3, help="m, previous blocks each block attends to")
+    parser.add_argument("--fam-length", type=int, default=64, help="F, FAM vectors per layer")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="parameter dtype (default: the source's; float32 for GGUF)")
+
+
+def run(args) -> int:
+    from ..hf.loading import convert
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: output folder exists and is not empty")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
+            mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype)
+    print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
+          f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
+    return 0

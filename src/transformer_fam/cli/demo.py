@@ -1,0 +1,39 @@
+"""`fam demo`: the main job, the PassKey demo (experiments/passkey_demo.py does the work).
+
+    fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
+    fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import replace
+
+from ..errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    parser.add_argument("--fam-max-rms", type=float, default=None, metavar="C",
+                        help="train the FAM model with FamConfig.fam_max_rms=C: every FAM vector is rescaled to "
+                             "RMS <= C after each update (an option that bounds the FAM norm; NOT the paper's "
+                             "form, which is the default)")
+    parser.add_argument("--fam-only", action="store_true", help="train and evaluate the FAM model only (no BSWA)")
+
+
+def run(args) -> int:
+    from ..experiments.passkey_demo import FULL, QUICK, run_demo
+
+    recipe = QUICK if args.quick else FULL
+    if args.fam_max_rms is not None:
+        if not args.fam_max_rms > 0 or math.isinf(args.fam_max_rms):
+            raise UserError("--fam-max-rms: give a finite number > 0")
+        recipe = replace(recipe, fam_max_rms=args.fam_max_rms)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be >= 1")
+    run_demo(recipe, args.seed, args.out, args.threads, args.fam_only)
+    return 0

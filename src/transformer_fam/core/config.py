@@ -1,0 +1,113 @@
+"""FamConfig: Llama-style sizes plus the attention pattern (full / bswa / fam)."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+ATTENTION_MODES = ("full", "bswa", "fam")
+BACKENDS = ("auto", "sdpa", "cpu_split")  # core/attention.py
+
+
+class FamConfig(PretrainedConfig):
+    """Configuration of a FamForCausalLM.
+
+    The size fields and their names are those of Hugging Face's ``LlamaConfig`` so that a Llama
+    family checkpoint maps onto this model unchanged. The attention fields:
+
+    Args:
+        attention_mode: ``"full"`` (causal), ``"bswa"`` (block sliding window) or ``"fam"``
+            (BSWA plus feedback attention memory), see docs/algorithm.md.
+        block_size: L, tokens per block (bswa / fam).
+        mem_segments: m, how many previous blocks a block attends to (bswa / fam).
+        fam_length: F, FAM vectors per layer (fam); requires ``fam_length <= block_size``.
+        qkv_bias: bias on q/k/v only (Qwen2); ``attention_bias`` puts it on q/k/v/o (Llama).
+        qk_norm: RMSNorm per head on queries and keys before RoPE (Qwen3).
+        rope_scaling: ``None`` or a dict with ``rope_type`` ``"linear"`` or ``"llama3"``.
+        attention_backend: ``"auto"`` (default), ``"sdpa"`` or ``"cpu_split"``: which kernel path
+            computes the windowed attention (core/attention.py; all give the same result).
+        fam_max_rms: ``None`` (the paper's additive update, default) or a cap c on the RMS of
+            each FAM vector after every update, ``F <- F * min(1, c / rms(F))``. An option that
+            departs from the paper: it bounds the FAM norm over unbounded streams (the paper's
+            form grows linearly), and is a no-op while the FAM stays below c.
+    """
+
+    model_type = "fam"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 32000
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    mlp_bias: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    attention_mode: str = "fam"
+    block_size: int = 1024
+    mem_segments: int = 3
+    fam_length: int = 64
+    attention_backend: str = "auto"
+    fam_max_rms: float | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        derived_head_dim = self.head_dim is None
+        if derived_head_dim and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"FamConfig.hidden_size={self.hidden_size}: must be a multiple of "
+                    f"num_attention_heads={self.num_attention_heads} (or set head_dim)")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(field: str, why: str):
+            raise ValueError(f"FamConfig.{field}={getattr(self, field)!r}: {why}")
+
+        if self.attention_mode not in ATTENTION_MODES:
+            bad("attention_mode", f"must be one of {', '.join(ATTENTION_MODES)}")
+        for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                      "num_attention_heads", "num_key_value_heads", "head_dim"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(field, "must be a positive integer")
+        if self.head_dim % 2:
+            bad("head_dim", "must be even (RoPE rotates pairs)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            bad("num_key_value_heads", f"must divide num_attention_heads={self.num_attention_heads}")
+        if not isinstance(self.block_size, int) or self.block_size < 1:
+            bad("block_size", "must be an integer >= 1")
+        if not isinstance(self.mem_segments, int) or self.mem_segments < 0:
+            bad("mem_segments", "must be an integer >= 0")
+        if not isinstance(self.fam_length, int) or self.fam_length < 1:
+            bad("fam_length", "must be an integer >= 1")
+        if self.attention_mode == "fam" and self.fam_length > self.block_size:
+            bad("fam_length", f"must be <= block_size={self.block_size} in fam mode")
+        if self.attention_backend not in BACKENDS:
+            bad("attention_backend", f"must be one of {', '.join(BACKENDS)}")
+        if self.fam_max_rms is not None and (isinstance(self.fam_max_rms, bool) or not isinstance(
+                self.fam_max_rms, (int, float)) or not self.fam_max_rms > 0):
+            bad("fam_max_rms", "must be None (the paper's update) or a number > 0")
+        if self.rope_theta <= 0:
+            bad("rope_theta", "must be > 0")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
+            if kind not in ("default", "linear", "llama3"):
+                bad("rope_scaling", "supported rope_type values are default, linear, llama3")
+

@@ -1,0 +1,227 @@
+"""The decoder layer and its parts: RMSNorm, SwiGLU MLP, attention projections, and the per-layer
+schedule of docs/algorithm.md (rules M1-M3, F1-F6, X1).
+
+Each layer runs its projections, attention and FFN for all new tokens at once; the only loop
+over blocks is the FAM scan, which touches F vectors per block. Parameter names are Hugging
+Face Llama's, so a Llama state dict loads unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from .attention import causal_attention, decode_attention, window_attention
+from .cache import LayerState, WindowState
+from .config import FamConfig
+from .plan import BlockPlan
+from .rope import apply_rope
+
+
+class FamRMSNorm(nn.Module):
+    """RMSNorm computed in float32, as Hugging Face Llama does."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        if not _grad_needed(x, self.weight):  # inference: no second temporary
+            return x.to(dtype).mul_(self.weight)
+        return self.weight * x.to(dtype)
+
+
+def _grad_needed(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def cap_rms(x: torch.Tensor, max_rms: float) -> torch.Tensor:
+    """Scale each vector (last dim) down to RMS ``max_rms`` if it is above (computed in float32)."""
+    rms = x.float().pow(2).mean(-1, keepdim=True).sqrt()
+    return x * (max_rms / rms).clamp(max=1.0).to(x.dtype)
+
+
+class FamMLP(nn.Module):
+    def __init__(self, config: FamConfig):
+        super().__init__()
+        d, f, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(d, f, bias=bias)
+        self.up_proj = nn.Linear(d, f, bias=bias)
+        self.down_proj = nn.Linear(f, d, bias=bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self._silu = config.hidden_act in ("silu", "swish")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if not _grad_needed(gate, up) and self._silu:
+            # inference: activation and product in place (large CPU temporaries cost page faults)
+            return self.down_proj(F.silu(gate, inplace=True).mul_(up))
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+class FamAttention(nn.Module):
+    """Llama attention projections (+ optional Qwen3 q/k norm); the pattern lives in attention.py."""
+
+    def __init__(self, config: FamConfig):
+        super().__init__()
+        d, hd = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
+        qkv_bias = config.attention_bias or config.qkv_bias
+        self.q_proj = nn.Linear(d, self.num_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * hd, d, bias=config.attention_bias)
+        if config.qk_norm:
+            self.q_norm = FamRMSNorm(hd, config.rms_norm_eps)
+            self.k_norm = FamRMSNorm(hd, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def project(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """h (B, T, d) -> q (B, H, T, hd), k, v (B, Hk, T, hd), RoPE applied to q and k."""
+        B, T, _ = h.shape
+        q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(h).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(h).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), cos, sin)
+        k = apply_rope(k.transpose(1, 2), cos, sin)
+        return q, k, v.transpose(1, 2)
+
+    def merge(self, o: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, hd) attention output -> (B, T, d) through o_proj."""
+        B, H, T, hd = o.shape
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, H * hd))
+
+
+@dataclass
+class StepContext:
+    """What every layer of one forward call shares: the block plan and the rotations."""
+
+    mode: str
+    cos: torch.Tensor  # (T, hd) rotations of the new tokens
+    sin: torch.Tensor
+    plan: BlockPlan | None = None  # bswa / fam
+    fam_cos: torch.Tensor | None = None  # (n_complete, F, hd): positions of each FAM produced
+    fam_sin: torch.Tensor | None = None
+    zero_residual: bool = False  # the first FAM update starts from the learned prompt
+    need_state: bool = True  # False: nobody reads the cache after this call (no final FAM update)
+    backend: str = "auto"  # window_attention backend (FamConfig.attention_backend)
+
+
+class FamDecoderLayer(nn.Module):
+    def __init__(self, config: FamConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.config = config  # read at run time: fam_max_rms may be changed on a built model
+        self.self_attn = FamAttention(config)
+        self.mlp = FamMLP(config)
+        self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def _ffn_residual(self, a: torch.Tensor) -> torch.Tensor:
+        return a + self.mlp(self.post_attention_layernorm(a))
+
+    def fam_projections(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """QKV of Norm1(FAM) at the FAM's positions (same weights as the tokens)."""
+        return self.self_attn.project(self.input_layernorm(fam), cos, sin)
+
+    def carried_fam(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """QKV of a FAM carried in from an earlier step (RSP). Called outside this layer's forward
+        only, so that FSDP2 can gather the weights for it (register_fsdp_forward_method)."""
+        return self.fam_projections(fam, cos, sin)
+
+    def initial_fam(self, prompt_in: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Carry the learned prompt through this layer on its own (FAM_SPEC §4).
+
+        prompt_in: (1, F, d), this layer's initial FAM. The F vectors attend to each other
+        bidirectionally. Returns (next layer's initial FAM, (q, k, v) of prompt_in).
+        """
+        q, k, v = self.fam_projections(prompt_in, cos, sin)
+        a = prompt_in + self.self_attn.merge(
+            F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1]))
+        return self._ffn_residual(a), (q, k, v)
+
+    def forward(self, x: torch.Tensor, state: LayerState, ctx: StepContext):
+        """x (B, T, d) -> (B, T, d), and this layer's new state."""
+        q, k, v = self.self_attn.project(self.input_layernorm(x), ctx.cos, ctx.sin)
+        if ctx.mode == "full":
+            new_state = state.append(k, v)
+            o = causal_attention(q, new_state.k, new_state.v)
+        else:
+            o, new_state = self._windowed(q, k, v, state, ctx)
+        a = x + self.self_attn.merge(o)
+        return self._ffn_residual(a), new_state
+
+    def _fam_update(self, fam, fq, kv_k, kv_v, residual: bool, cos, sin):
+        """One FAM update (Algorithm 2): the F queries attend to [previous FAM ; whole block],
+        then the same layer's FFN. kv_k/kv_v: (B, Hk, F + L, hd). Returns the new FAM and its QKV."""
+        att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
+        a = self.self_attn.merge(att)  # (B, F, d)
+        fam = self._ffn_residual(a + fam if residual else a)
+        if self.config.fam_max_rms is not None:
+            fam = cap_rms(fam, self.config.fam_max_rms)
+        return (fam, *self.fam_projections(fam, cos, sin))
+
+    def _windowed(self, q, k, v, state: WindowState, ctx: StepContext):
+        plan = ctx.plan
+        L, mL, nb, T, c = plan.block_size, state.layout.mem_len, plan.nb, plan.new, plan.cached
+        if nb == 1 and not torch.is_grad_enabled() and not state.k.requires_grad:
+            return self._decode_in_place(q, k, v, state, ctx)
+        pad = nb * L - c - T
+        mem_k, mem_v = state.memory_kv()
+        cur_k, cur_v = state.current_kv(c)
+        # (B, Hk, mL + nb*L, hd): memory blocks, then the touched blocks zero-padded
+        k_seq = torch.cat((mem_k, cur_k, F.pad(k, (0, 0, 0, pad))), dim=2)
+        v_seq = torch.cat((mem_v, cur_v, F.pad(v, (0, 0, 0, pad))), dim=2)
+        fam_k = fam_v = None
+        fam, fq = state.fam, state.fam_q
+        fk, fv = state.fam_kv()
+        if ctx.mode == "fam":
+            ks, vs = [fk], [fv]
+            # the FAM scan: F queries per block (the update after the last block only feeds the state)
+            for i in range(plan.n_complete if ctx.need_state else min(plan.n_complete, nb - 1)):
+                blk = slice(mL + i * L, mL + (i + 1) * L)
+                fam, fq, fk, fv = self._fam_update(
+                    fam, fq, torch.cat((fk, k_seq[:, :, blk]), 2), torch.cat((fv, v_seq[:, :, blk]), 2),
+                    not (ctx.zero_residual and i == 0), ctx.fam_cos[i], ctx.fam_sin[i])
+                ks.append(fk)
+                vs.append(fv)
+            fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
+            fam_v = torch.stack(vs[:nb], dim=2)
+        o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend)
+        if not ctx.need_state:
+            return o, WindowState(state.layout)
+        done = plan.n_complete * L
+        return o, WindowState.from_sequence(state.layout, k_seq, v_seq, fk, fv, done, c + T - done, fam, fq)
+
+    @torch.no_grad()
+    def _decode_in_place(self, q, k, v, state: WindowState, ctx: StepContext):
+        """New tokens that stay inside one block, without autograd: write them into the
+        preallocated window and attend to it directly (no copies of the memory)."""
+        plan = ctx.plan
+        L, c, T = plan.block_size, plan.cached, plan.new
+        state.write_current_(c, k, v)
+        keys, values = state.visible_kv(c + T)
+        mask = plan.mask[0, 0, :, : keys.shape[2]]  # (T, keys): memory slots not yet filled, causal rows
+        o = decode_attention(q, keys, values, mask)
+        if c + T < L:
+            return o, state
+        if ctx.mode == "fam":
+            fk, fv = state.fam_kv()
+            cur_k, cur_v = state.current_kv(L)
+            state.complete_block_(*self._fam_update(state.fam, state.fam_q, torch.cat((fk, cur_k), 2),
+                                                    torch.cat((fv, cur_v), 2), not ctx.zero_residual,
+                                                    ctx.fam_cos[0], ctx.fam_sin[0]))
+        else:
+            state.complete_block_()
+        return o, state

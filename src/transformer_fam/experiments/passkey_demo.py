@@ -1,0 +1,356 @@
+"""The PassKey demo (`fam demo`, the main job). Train a small FAM and a same-size BSWA model on PassKey from nothing,
+evaluate both far beyond the training length, and show that only FAM keeps the key (paper Fig. 3a).
+
+    fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
+    fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+    fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
+
+Both models train side by side (one process, one thread each) with the same curriculum: fillers
+in whole blocks, lengthened when the running answer accuracy passes 0.9, loss on the answer digits.
+FAM (mem_segments 0, the paper's PassKey setup) additionally gets a training-only key probe on its
+FAM state (it breaks the write/read plateau) and then a phase of long fillers streamed through
+the FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
+model: docs/results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..core.cache import FamCache
+from ..core.config import FamConfig
+from ..core.model import FamForCausalLM
+from ..core.streaming import stream
+from ..data.passkey import passkey_batch, passkey_tokenizer
+from ..evaluation.passkey import evaluate_passkey, format_table
+from ..plots import plot_accuracy
+
+
+@dataclass
+class DemoRecipe:
+    """Everything that defines one demo run (sizes, curriculum, budget)."""
+
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    block_size: int = 16
+    fam_length: int = 16
+    train_max_filler: int = 128  # longest fully backpropagated filler (tokens): the key sits 8+ blocks before the question
+    start_filler: int = 0
+    filler_step: int = 16
+    filler_multiple: int = 16  # training fillers are whole blocks: the answer sits at a fixed place in its block
+    depth: float | None = 0.0  # key depth in training (0: the spec's format); None draws it per batch
+    loss_on: str = "answer"  # "answer": the digits only; "all": every predictable token
+    probe_weight: float = 1.0  # auxiliary key probe on the FAM entering the answer's block (training only)
+    promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
+    batch_size: int = 16
+    lr: float = 3e-3
+    steps: int = 800  # upper bound of curriculum steps (FAM stops earlier once it masters train_max_filler)
+    seconds: float = 900.0  # safety time limit of the curriculum (per model)
+    carry_steps: int = 0  # FAM steps with the state carried across steps (document-continuous)
+    carry_seconds: float = 0.0
+    carry_reset: float = 0.25  # probability that a carried step starts fresh
+    phase_lr: float = 1e-3  # learning rate of the carried and the long-filler phases
+    long_steps: int = 300  # FAM steps on long fillers with truncated backpropagation (after the curriculum)
+    long_seconds: float = 600.0
+    long_max_filler: int = 512  # fillers drawn log-uniformly up to this (forward only, except the tail)
+    long_grad_tokens: int = 128  # backprop through the last this many tokens before the answer's block
+    long_fraction: float = 0.5  # share of long episodes; the rest are curriculum-range episodes
+    long_batch_size: int = 8
+    eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                                             8192, 16384, 32768])
+    eval_samples: int = 50
+    threads: int = 2
+    fam_max_rms: float | None = None  # FAM model's FamConfig.fam_max_rms (None: the paper's additive update)
+
+
+FULL = DemoRecipe()
+QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=600.0, long_steps=0,
+                eval_lengths=[0, 16, 48, 192, 768, 3072], eval_samples=20)
+
+
+def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM:
+    cfg = FamConfig(vocab_size=vocab_size, hidden_size=recipe.hidden_size, intermediate_size=2 * recipe.hidden_size,
+                    num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, attention_mode=mode,
+                    block_size=recipe.block_size, mem_segments=0 if mode == "fam" else 1,
+                    fam_length=recipe.fam_length, max_position_embeddings=1 << 20,
+                    fam_max_rms=recipe.fam_max_rms if mode == "fam" else None,
+                    pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    return FamForCausalLM(cfg)
+
+
+def _answer_stats(logits: torch.Tensor, ids: torch.Tensor, span: tuple[int, int]) -> float:
+    """Teacher-forced exact match of the answer digits (== greedy decoding when all are right)."""
+    pred = logits[:, span[0] - 1: span[1] - 1].argmax(-1)
+    return (pred == ids[:, span[0]: span[1]]).all(-1).float().mean().item()
+
+
+class KeyProbe(torch.nn.Module):
+    """Training-only auxiliary head: decode key digit j from FAM slot j of every layer, read from the
+    FAM that enters the answer's block. It gives the FAM's write path a direct signal (the answer
+    alone reaches it only through the read attention: a plateau) and is discarded after training."""
+
+    def __init__(self, config: FamConfig, digits: int = 5):
+        super().__init__()
+        self.digits = min(digits, config.fam_length)
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, 10 * self.digits)
+                                         for _ in range(config.num_hidden_layers))
+        self.norm = torch.nn.RMSNorm(config.hidden_size, elementwise_affine=False)
+
+    def forward_with_probe(self, model, ids, labels, span, cache: FamCache | None = None):
+        L = model.config.block_size
+        cut = (span[0] // L) * L  # block boundary at or before the first answer token
+        first = model(ids[:, :cut], past_key_values=cache, use_cache=True)
+        fam = first.past_key_values.fam_state()
+        second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
+        logits = torch.cat((first.logits, second.logits), dim=1)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        return (CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values),
+                self.loss(fam, ids, span))
+
+    def loss(self, fam: list[torch.Tensor], ids: torch.Tensor, span) -> torch.Tensor:
+        """Mean over layers of the cross-entropy of digit j read from FAM slot j; fam: per layer (B, F, d)."""
+        digits = (ids[:, span[0]: span[0] + self.digits] - 4).clamp(0, 9)  # word tokenizer: "0".."9" are ids 4..13
+        total = 0.0
+        for head, f in zip(self.heads, fam):
+            pred = head(self.norm(f[:, : self.digits]))  # (B, D, 10 * D)
+            pred = pred.view(f.shape[0], self.digits, self.digits, 10).diagonal(dim1=1, dim2=2).transpose(1, 2)
+            total = total + torch.nn.functional.cross_entropy(pred.reshape(-1, 10), digits.reshape(-1))
+        return total / len(fam)
+
+
+def _sample_filler(rng: random.Random, longest: int, multiple: int) -> int:
+    return rng.randint(0, longest // multiple) * multiple
+
+
+def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span,
+                cache: FamCache | None = None) -> tuple[float, float, object]:
+    """One optimiser step on a batch; ``cache``: a stream to continue (a carried FAM), else fresh."""
+    if probe is None:
+        out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
+        loss = out.loss
+    else:
+        out, probe_loss = probe.forward_with_probe(model, ids, labels, span, cache)
+        loss = out.loss + recipe.probe_weight * probe_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return out.loss.item(), _answer_stats(out.logits, ids, span), out.past_key_values
+
+
+def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list,
+                     position: int = 0) -> tuple[int, KeyProbe | None]:
+    """Curriculum on the filler length; returns the longest filler reached and the key probe."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    probe = KeyProbe(model.config) if recipe.probe_weight > 0 and model.config.attention_mode == "fam" else None
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    model.train()
+    cur, running, t0 = recipe.start_filler, 0.0, time.time()
+    bar = tqdm(range(recipe.steps), desc=desc, leave=False, position=position)
+    for step in bar:
+        filler = _sample_filler(rng, cur, recipe.filler_multiple)
+        ids, labels, _, span = passkey_batch(recipe.batch_size, filler, tokenizer, rng, recipe.depth, recipe.loss_on)
+        loss, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span)
+        running = 0.9 * running + 0.1 * acc
+        if step % 10 == 0:
+            log.append({"phase": "curriculum", "step": step, "t": round(time.time() - t0, 1), "max_filler": cur,
+                        "filler": filler, "loss": round(loss, 4), "running_acc": round(running, 3)})
+        bar.set_postfix(max_filler=cur, loss=f"{loss:.3f}", acc=f"{running:.2f}")
+        if running > recipe.promote_acc and cur < recipe.train_max_filler:
+            cur = min(recipe.train_max_filler, cur + recipe.filler_step)
+            running = 0.5 * running
+        elif running > recipe.promote_acc and cur >= recipe.train_max_filler and step > 50:
+            break
+        if time.time() - t0 > recipe.seconds:
+            break
+    bar.close()
+    return cur, probe
+
+
+def _phase_optimizer(model, probe, recipe: DemoRecipe) -> torch.optim.Optimizer:
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    return torch.optim.AdamW(params, lr=recipe.phase_lr, weight_decay=0.0)
+
+
+def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
+                  position: int = 0) -> None:
+    """Document-continuous fine-tuning: each row's FAM continues from where its previous episode
+    left it (backprop within the episode only), so the memory must overwrite an old key and stay
+    stable over an unbounded number of updates. A step starts fresh with probability carry_reset."""
+    from tqdm.auto import tqdm
+
+    if recipe.carry_steps <= 0:
+        return
+    rng = random.Random(seed + 1)
+    opt = _phase_optimizer(model, probe, recipe)
+    model.train()
+    state, running, t0 = None, 0.0, time.time()
+    bar = tqdm(range(recipe.carry_steps), desc=desc, leave=False, position=position)
+    try:
+        for step in bar:
+            fresh = state is None or rng.random() < recipe.carry_reset
+            start = None if fresh else FamCache.from_fam_state(model.config, state)
+            filler = _sample_filler(rng, recipe.train_max_filler, recipe.filler_multiple)
+            ids, labels, _, span = passkey_batch(recipe.batch_size, filler, tokenizer, rng, recipe.depth,
+                                                 recipe.loss_on)
+            loss, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start)
+            state = [f.detach() for f in cache.fam_state()]
+            running = 0.9 * running + 0.1 * acc
+            if step % 10 == 0:
+                log.append({"phase": "carried", "step": step, "t": round(time.time() - t0, 1), "carried": not fresh,
+                            "filler": filler, "loss": round(loss, 4), "running_acc": round(running, 3),
+                            "fam_norm": round(state[-1].norm(dim=-1).mean().item(), 2)})
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{running:.2f}")
+            if time.time() - t0 > recipe.carry_seconds:
+                break
+    finally:
+        bar.close()
+
+
+def _truncated_forward(model, probe, ids, labels, span, grad_tokens: int):
+    """Forward a long episode: the prefix without gradients (streamed through the FamCache), the
+    last grad_tokens before the answer's block and the rest with gradients; returns (out, probe loss)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    L = model.config.block_size
+    cut = (span[0] // L) * L
+    g0 = max(0, (cut - grad_tokens) // L * L)
+    cache = stream(model, ids[:, :g0], 16 * L).cache if g0 > 0 else None  # no autograd
+    first = model(ids[:, g0:cut], past_key_values=cache, use_cache=True)
+    fam = first.past_key_values.fam_state()
+    second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
+    logits = torch.cat((first.logits, second.logits), dim=1)
+    tail = labels[:, g0:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             tail[:, 1:].reshape(-1), ignore_index=-100)
+    probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
+    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values), probe_loss
+
+
+def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
+               position: int = 0) -> None:
+    """Long forward chains: fillers up to long_max_filler (log-uniform, whole blocks), streamed
+    without gradients except the last long_grad_tokens before the answer (truncated
+    backpropagation), mixed with curriculum-range episodes that keep the write path trained."""
+    from tqdm.auto import tqdm
+
+    if recipe.long_steps <= 0:
+        return
+    rng = random.Random(seed + 2)
+    opt = _phase_optimizer(model, probe, recipe)
+    model.train()
+    running, t0 = 0.0, time.time()
+    bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
+    for step in bar:
+        long = rng.random() < recipe.long_fraction
+        if long:
+            lo, hi = math.log(recipe.train_max_filler), math.log(recipe.long_max_filler)
+            filler = int(math.exp(rng.uniform(lo, hi))) // recipe.filler_multiple * recipe.filler_multiple
+            batch = recipe.long_batch_size
+        else:
+            filler, batch = _sample_filler(rng, recipe.train_max_filler, recipe.filler_multiple), recipe.batch_size
+        ids, labels, _, span = passkey_batch(batch, filler, tokenizer, rng, recipe.depth, recipe.loss_on)
+        if long:
+            out, probe_loss = _truncated_forward(model, probe, ids, labels, span, recipe.long_grad_tokens)
+            loss = out.loss + recipe.probe_weight * probe_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss_v, acc = out.loss.item(), _answer_stats(out.logits, ids[:, -out.logits.shape[1]:],
+                                                          (span[0] - ids.shape[1] + out.logits.shape[1],
+                                                           span[1] - ids.shape[1] + out.logits.shape[1]))
+        else:
+            loss_v, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span)
+        running = 0.9 * running + 0.1 * acc
+        if step % 10 == 0:
+            log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
+                        "loss": round(loss_v, 4), "acc": acc, "running_acc": round(running, 3)})
+        bar.set_postfix(filler=filler, loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
+        if time.time() - t0 > recipe.long_seconds:
+            break
+    bar.close()
+
+
+def train_and_evaluate(mode: str, recipe: DemoRecipe, seed: int, out: str, threads: int, position: int = 0) -> dict:
+    """Train one model from nothing, evaluate it, save it (with the tokenizer) to out/mode."""
+    torch.set_num_threads(threads)
+    tokenizer = passkey_tokenizer()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = make_model(recipe, mode, 8 * math.ceil(len(tokenizer) / 8))
+    log: list = []
+    t0 = time.time()
+    reached, probe = train_curriculum(model, tokenizer, recipe, seed, f"train {mode}", log, position)
+    if mode == "fam":
+        train_carried(model, tokenizer, recipe, seed, f"carry {mode}", log, probe, position)
+        train_long(model, tokenizer, recipe, seed, f"long {mode}", log, probe, position)
+    train_s = time.time() - t0
+    accuracy = evaluate_passkey(model, tokenizer, recipe.eval_lengths, samples=recipe.eval_samples,
+                                seed=seed + 1000, batch_size=recipe.eval_samples, desc=f"eval {mode}",
+                                position=position)
+    model.save_pretrained(Path(out) / mode)
+    tokenizer.save_pretrained(Path(out) / mode)
+    return {"mode": mode, "accuracy": accuracy, "train_seconds": round(train_s, 1),
+            "eval_seconds": round(time.time() - t0 - train_s, 1), "max_filler_reached": reached, "log": log}
+
+
+def _worker(job):
+    return train_and_evaluate(*job)
+
+
+def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | None = None,
+             fam_only: bool = False) -> dict:
+    """Train FAM (and BSWA unless ``fam_only``) from nothing, evaluate both, write passkey.json,
+    train_log.json, passkey.png and the models under ``out``; returns what passkey.json holds."""
+    threads = threads or recipe.threads
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    # the two models are independent: on 2+ cores they train side by side, one thread each
+    modes = ("fam",) if fam_only else ("fam", "bswa")
+    jobs = [(mode, recipe, seed, str(out), max(1, threads // len(modes)), i) for i, mode in enumerate(modes)]
+    if threads >= 2 and len(jobs) == 2:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(2) as pool:
+            results = pool.map(_worker, jobs)
+    else:
+        results = [_worker(job) for job in jobs]
+    runs = {r["mode"]: r for r in results}
+    for mode, r in runs.items():
+        print(f"{mode}: trained {r['train_seconds']:.0f}s (curriculum reached filler {r['max_filler_reached']}), "
+              f"evaluated {r['eval_seconds']:.0f}s")
+    columns = {mode: runs[mode]["accuracy"] for mode in modes}
+    # the longest filler any training example had (the long phase runs it forward, backprop on the tail)
+    train_max = max(recipe.train_max_filler, recipe.long_max_filler if recipe.long_steps > 0 else 0)
+    print(f"\nPassKey accuracy (all 5 digits right, {recipe.eval_samples} prompts per length; "
+          f"longest training filler {train_max} tokens ({recipe.train_max_filler} with full backpropagation), "
+          f"block {recipe.block_size}):")
+    print(format_table(columns))
+    result = {"train_max_filler": train_max, "train_max_backprop_filler": recipe.train_max_filler,
+              "fam_max_rms": recipe.fam_max_rms, **columns}
+    (out / "passkey.json").write_text(json.dumps(result, indent=2))
+    (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
+                                                    "seconds": round(time.time() - t_start, 1), **runs}))
+    fam_name = "FAM (m=0)" if recipe.fam_max_rms is None else f"FAM (m=0, fam_max_rms {recipe.fam_max_rms:g})"
+    names = {"fam": fam_name, "bswa": "BSWA (m=1)"}
+    plot_accuracy({names[mode]: col for mode, col in columns.items()}, out / "passkey.png",
+                  f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
+                  train_max, recipe.train_max_filler)
+    print(f"wrote {out}/passkey.json, passkey.png, {', '.join(m + '/' for m in modes)} in {time.time() - t_start:.0f}s")
+    return result

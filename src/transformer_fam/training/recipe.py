@@ -1,0 +1,201 @@
+"""Training recipes: a typed dataclass read from YAML plus ``key=value`` overrides.
+
+Unknown keys and values of the wrong type are errors that name the key (no silent typos).
+Bundled recipes live in ``transformer_fam/training/recipes/*.yaml``; ``load_recipe("passkey-tiny")``
+finds them by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class Recipe:
+    """Every key a recipe may set. Model sizes apply to ``init=scratch`` (or come from a preset)."""
+
+    # run
+    out_dir: str = "runs/train"
+    max_steps: int = 1000
+    save_every: int = 200
+    keep_last_n: int = 3
+    seed: int = 0
+    device: str = "auto"  # auto / cpu / cuda
+    tensorboard: bool = True
+    progress: bool = True
+    # data
+    data: str = "passkey"  # built-in corpus names / files / folders, comma-separated; or passkey
+    text_field: str = "text"
+    passkey_loss: str = "answer"  # passkey: loss on the answer's digits, or on all tokens
+    passkey_curriculum: int = 0  # passkey: batches over which the length grows from the shortest to seq_len
+    tokenizer: str = "auto"  # auto (byte for scratch, the base model's otherwise) / byte / passkey / path
+    batching: str = "packed"  # packed (paper) / document (rows read documents in order, FAM carried)
+    seq_len: int = 512
+    batch_size: int = 8  # global sequences per micro-batch (split across processes)
+    grad_accum: int = 1
+    # model
+    init: str = "scratch"  # scratch / pretrained
+    base_model: str = ""  # pretrained: HF folder, GGUF file, or "smollm2"
+    finetune: str = "full"  # full / lora (pretrained only)
+    lora_rank: int = 64
+    lora_alpha: float = 128.0
+    preset: str = ""  # "" or a key of PRESETS (scratch only)
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 0  # 0: same as num_attention_heads
+    tie_word_embeddings: bool = False
+    attention_mode: str = "fam"
+    block_size: int = 32
+    mem_segments: int = 1
+    fam_length: int = 8
+    # paper techniques (FAM_SPEC §6)
+    rsp_prob: float = 0.0
+    random_position_offset: bool = False
+    fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
+    # optimisation
+    optimizer: str = "adamw"  # adamw / adafactor
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    schedule: str = "constant"  # constant / cosine
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine: final lr = lr * min_lr_ratio
+    clip: float = 1.0  # max grad norm; 0 disables
+    bf16: bool = False  # autocast to bfloat16 (CPU or GPU)
+    activation_checkpointing: bool = False
+    # several processes (torchrun)
+    distributed: str = "ddp"  # ddp / fsdp2
+
+    def validate(self) -> "Recipe":
+        choices = {"device": ("auto", "cpu", "cuda"), "batching": ("packed", "document"),
+                   "init": ("scratch", "pretrained"), "finetune": ("full", "lora"),
+                   "optimizer": ("adamw", "adafactor"), "schedule": ("constant", "cosine"),
+                   "distributed": ("ddp", "fsdp2"), "passkey_loss": ("answer", "all"), "attention_mode": ("full", "bswa", "fam")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"recipe key {key}={getattr(self, key)!r}: must be one of {', '.join(allowed)}")
+        for key in ("max_steps", "save_every", "keep_last_n", "seq_len", "batch_size", "grad_accum"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"recipe key lr={self.lr}: must be > 0")
+        if not 0.0 <= self.rsp_prob <= 1.0:
+            raise ValueError(f"recipe key rsp_prob={self.rsp_prob}: must be in [0, 1]")
+        if self.fam_max_rms < 0:
+            raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
+        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0)):  # FAM-only switches
+            if getattr(self, key) != off and self.attention_mode != "fam":
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
+                                 f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
+        if self.init == "pretrained" and not self.base_model:
+            raise ValueError("recipe key base_model: required with init=pretrained")
+        if self.finetune == "lora" and self.init != "pretrained":
+            raise ValueError("recipe key finetune=lora: needs init=pretrained (LoRA adapts pretrained weights)")
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"recipe key preset={self.preset!r}: must be one of {', '.join(PRESETS)}")
+        return self
+
+
+# Flan-PaLM shapes of FAM_SPEC §6 (SwiGLU FFN, shared 256k embeddings as in PaLM).
+PRESETS: dict[str, dict] = {
+    "flan-palm-1b": dict(num_hidden_layers=18, hidden_size=1536, num_attention_heads=12,
+                         intermediate_size=8 * 1536, vocab_size=256000, tie_word_embeddings=True),
+    "flan-palm-8b": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32,
+                         intermediate_size=4 * 4096, vocab_size=256000, tie_word_embeddings=True),
+    "flan-palm-24b": dict(num_hidden_layers=56, hidden_size=4096, num_attention_heads=32, num_key_value_heads=1,
+                          intermediate_size=8 * 4096, vocab_size=256000, tie_word_embeddings=True),
+}
+# paper FAM defaults for the presets: block 1024, 3 memory segments, 64 FAM vectors
+PAPER_FAM = dict(attention_mode="fam", block_size=1024, mem_segments=3, fam_length=64)
+
+
+def preset_config(name: str, **overrides):
+    """A FamConfig of a paper-shaped preset (see PRESETS) with the paper's FAM defaults."""
+    from ..core.config import FamConfig
+
+    if name not in PRESETS:
+        raise ValueError(f"preset {name!r}: must be one of {', '.join(PRESETS)}")
+    return FamConfig(**{**PAPER_FAM, **PRESETS[name], **overrides})
+
+
+def _check_type(key: str, value, annotation):
+    hint = eval(annotation, {}) if isinstance(annotation, str) else annotation  # noqa: S307 (builtins only)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"recipe key {key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
+
+
+def recipe_from_dict(values: dict, source: str = "recipe") -> Recipe:
+    """Build and validate a Recipe; unknown keys / wrong types raise ValueError naming the key."""
+    known = {f.name: f for f in fields(Recipe)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            near = [k for k in known if k.startswith(str(key)[:3])]
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"{source}: unknown key {key!r}{hint}")
+        kwargs[key] = _check_type(key, value, known[key].type)
+    return Recipe(**kwargs).validate()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["lr=3e-4", "bf16=true"]`` -> ``{"lr": 0.0003, "bf16": True}`` (values parsed as YAML;
+    a string key keeps its raw text, so ``data=123`` stays the name "123")."""
+    string_keys = {f.name for f in fields(Recipe) if f.type == "str"}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r}: expected key=value")
+        if key in string_keys:
+            out[key] = raw
+            continue
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:  # not YAML: keep the text, the type check names the key
+            out[key] = raw
+    return out
+
+
+def recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {name_or_path!r}: no such file")
+        return path
+    bundled = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        names = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"recipe {name_or_path!r}: not a YAML file nor a bundled recipe ({names})")
+    return bundled
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | dict | None = None) -> Recipe:
+    """A bundled recipe name or YAML path, then ``key=value`` overrides."""
+    path = recipe_path(name_or_path)
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {path}: expected a mapping of key: value")
+    values = {**values, **(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))}
+    return recipe_from_dict(values, source=f"recipe {path.name}")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)
+

@@ -1,0 +1,169 @@
+"""What a training run is built from: processes (torchrun), tokenizer, model, optimiser, schedule.
+
+Used by trainer.py; each function reads a Recipe (recipe.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import numpy as np
+import torch
+
+from ..core.config import FamConfig
+from ..core.model import FamForCausalLM
+from .recipe import PRESETS, Recipe
+
+
+# ---------------------------------------------------------------------------------------------- processes
+class Dist:
+    """Rank / world size of this process; a process group when started by torchrun."""
+
+    def __init__(self, recipe: Recipe):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = recipe.device == "cuda" or (recipe.device == "auto" and torch.cuda.is_available())
+        if recipe.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("recipe key device=cuda: no CUDA device available")
+        self.device = torch.device("cuda", local) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t.item())
+
+    def close(self):
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def fam_model(model):
+    """The FamForCausalLM inside DDP / peft wrappers."""
+    return next(m for m in model.modules() if isinstance(m, FamForCausalLM))
+
+
+def set_activation_checkpointing(model, on: bool) -> None:
+    """Per-layer activation checkpointing on / off (transformers 5 renamed gradient_ -> activation_)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def build_tokenizer(recipe: Recipe):
+    from ..data.tokenizer import load_tokenizer
+
+    spec = recipe.tokenizer
+    if spec == "auto":
+        spec = "base" if recipe.init == "pretrained" else "byte"
+    if spec == "passkey":
+        from ..data.passkey import passkey_tokenizer
+
+        return passkey_tokenizer()
+    if spec == "base":
+        source = recipe.base_model
+        if source == "smollm2" and not os.path.exists(source):
+            from ..hf.smollm2 import smollm2_folder
+
+            source = smollm2_folder()
+        tok = load_tokenizer(source, required=False)
+        if tok is None:
+            raise ValueError(f"recipe key tokenizer: base model {recipe.base_model!r} has no tokenizer; set one")
+        return tok
+    return load_tokenizer(spec)
+
+
+def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
+    """The FamConfig of a from-scratch run: the preset's sizes, else the recipe's."""
+    fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
+               mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
+               fam_max_rms=recipe.fam_max_rms or None)
+    if recipe.preset:
+        sizes = dict(PRESETS[recipe.preset])
+    else:
+        sizes = dict(hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
+                     num_hidden_layers=recipe.num_hidden_layers, num_attention_heads=recipe.num_attention_heads,
+                     num_key_value_heads=recipe.num_key_value_heads or recipe.num_attention_heads,
+                     tie_word_embeddings=recipe.tie_word_embeddings)
+    sizes["vocab_size"] = vocab_size
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                   bos_token_id=tokenizer.bos_token_id)
+    return FamConfig(**sizes, **fam, **ids)
+
+
+def build_model(recipe: Recipe, tokenizer):
+    """From scratch, or a converted pretrained model (full fine-tuning or LoRA)."""
+    if recipe.init == "scratch":
+        return FamForCausalLM(model_config(recipe, len(tokenizer), tokenizer))
+    try:
+        from ..hf.loading import from_hf
+    except ImportError as err:
+        raise ValueError(f"recipe key init=pretrained: the conversion module is unavailable ({err})") from None
+    model = from_hf(recipe.base_model, attention_mode=recipe.attention_mode, block_size=recipe.block_size,
+                    mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32)
+    model.config.fam_max_rms = recipe.fam_max_rms or None
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
+                         f"vocab_size={model.config.vocab_size}")
+    if recipe.finetune == "lora":
+        try:
+            from ..hf.lora import apply_lora
+        except ImportError as err:
+            raise ValueError(f"recipe key finetune=lora: the LoRA module is unavailable ({err})") from None
+        model = apply_lora(model, rank=recipe.lora_rank, alpha=recipe.lora_alpha or None)
+    return model
+
+
+def build_optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                                 weight_decay=recipe.weight_decay)
+    # torch's Adafactor keeps no first moment (the paper's b1=0.9 has no equivalent here)
+    return torch.optim.Adafactor(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_factor(recipe: Recipe):
+    """Multiplier of the base lr at a step: linear warm-up, then constant or cosine to min_lr_ratio."""
+
+    def factor(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        if recipe.schedule == "constant":
+            return 1.0
+        span = max(1, recipe.max_steps - recipe.warmup_steps)
+        progress = min(1.0, (step - recipe.warmup_steps) / span)
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

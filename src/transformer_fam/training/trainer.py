@@ -1,0 +1,326 @@
+"""`fam train RECIPE [key=value ...] [--resume]`: train a FAM model from scratch or fine-tune one.
+
+    fam train passkey-tiny out_dir=runs/pk max_steps=300        # from scratch, minutes on a CPU
+    fam train smollm2-fam-lora out_dir=runs/smol                # LoRA on SmolLM2-135M, books
+    fam train runs/pk/recipe.yaml --resume                      # continue exactly where it stopped
+    torchrun --nproc_per_node=2 -m transformer_fam.cli train passkey-tiny out_dir=runs/ddp   # DDP
+
+The loop: global batches are pure functions of the step (data/batching.py), each process takes
+its rows; the loss of a micro-batch is the sum over its target tokens divided by the *global*
+number of target tokens, so DDP's gradient average gives exactly the one-process gradient.
+In document-continuous batching the FamCache is carried (detached) from step to step.
+Writes OUT/metrics.jsonl (one line per optimiser step), OUT/checkpoints/ (checkpoint.py) and
+OUT/final/ (save_pretrained + tokenizer; LoRA merged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from . import checkpoint as ckpt
+from ..hardware import slow_bf16_note
+from .recipe import Recipe, recipe_to_dict
+from .setup import (Dist, build_model, build_optimizer, build_tokenizer, fam_model, lr_factor,
+                    seed_everything, set_activation_checkpointing)
+from .techniques import RandomStatePassing, start_cache
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run; ``run()`` returns the process exit code (0, or 130 after Ctrl-C)."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False, log=None):
+        from ..data.batching import make_batches
+
+        self.recipe, self.resume = recipe, resume
+        self.dist = Dist(recipe)
+        self.out = Path(recipe.out_dir)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if self.dist.main else None)
+        if recipe.batch_size % self.dist.world:
+            raise ValueError(f"recipe key batch_size={recipe.batch_size}: must be divisible by the "
+                             f"{self.dist.world} processes")
+        if ckpt.list_checkpoints(self.out) and not resume:
+            raise ValueError(f"recipe key out_dir={recipe.out_dir!r}: holds checkpoints; pass --resume to "
+                             f"continue, or choose another out_dir")
+        if recipe.bf16 and (slower := slow_bf16_note(self.dist.device.type)):
+            self.log(f"note: recipe key bf16=true: {slower}; bf16=false is faster here")
+        seed_everything(recipe.seed)
+        self.tokenizer = build_tokenizer(recipe)
+        self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
+                                    recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
+                                    recipe.passkey_curriculum)
+        self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
+        self.fam = fam_model(self.model)
+        if recipe.activation_checkpointing:
+            set_activation_checkpointing(self.fam, True)
+        self.model.train()
+        self.wrapped = self._wrap(self.model)
+        self.optimizer = build_optimizer(recipe, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(recipe))
+        self.step = 0
+        self.cache = None  # document-continuous: the FamCache carried across steps
+        fam_mode = self.fam.config.attention_mode == "fam"
+        self.rsp = RandomStatePassing(recipe.rsp_prob if fam_mode else 0.0)
+        self.stop_requested = False
+        self.rows = slice(self.dist.rank * recipe.batch_size // self.dist.world,
+                          (self.dist.rank + 1) * recipe.batch_size // self.dist.world)
+
+    def _wrap(self, model):
+        r = self.recipe
+        if self.dist.world == 1:
+            return model
+        if r.distributed == "fsdp2":
+            from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+            for layer in self.fam.model.layers:
+                fully_shard(layer)
+                # the initial FAM runs each layer outside its forward (FAM_SPEC §4): gather there too
+                register_fsdp_forward_method(layer, "initial_fam")
+                register_fsdp_forward_method(layer, "carried_fam")  # RSP: a FAM from the last step
+            fully_shard(model)
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the FAM prompt goes unused on steps that start from a carried FAM (RSP, document mode)
+        unused = self.fam.config.attention_mode == "fam" and (r.rsp_prob > 0 or r.batching == "document")
+        dev = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=dev, find_unused_parameters=unused)
+
+    # ------------------------------------------------------------------ state
+    def _model_state(self) -> dict:
+        if self.recipe.distributed == "fsdp2" and self.dist.world > 1:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer, options=opts)))
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def _load_model_state(self, model_sd: dict, optim_sd: dict) -> None:
+        if self.recipe.distributed == "fsdp2" and self.dist.world > 1:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(self.model, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                           options=StateDictOptions(full_state_dict=True))
+            return
+        try:
+            self.model.load_state_dict(model_sd)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint weights do not fit this recipe's model: {str(err).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(optim_sd)
+
+    def save_checkpoint(self) -> None:
+        d, step = self.dist, self.step
+        tmp = ckpt.checkpoint_root(self.out) / f"step-{step:08d}.tmp"
+        if d.main:
+            ckpt.begin(self.out, step)
+        d.barrier()
+        states = self._model_state()
+        ckpt.write_rank_state(tmp, d.rank, {
+            "rng": ckpt.rng_state(),
+            "rsp_state": None if self.rsp.state is None else [t.cpu() for t in self.rsp.state],
+            "cache": ckpt.cache_to_dict(self.cache)})
+        if d.main:
+            trainer_state = {"step": step, "batches_consumed": step * self.recipe.grad_accum,
+                             "world_size": d.world, "batching": self.recipe.batching}
+            ckpt.write_main(tmp, states["model"], states["optimizer"], self.scheduler.state_dict(), trainer_state)
+        d.barrier()
+        if d.main:
+            ckpt.commit(tmp, self.recipe.keep_last_n)
+        d.barrier()
+
+    def load_checkpoint(self) -> bool:
+        state = ckpt.read_newest_good(self.out, self.dist.rank, log=self.log)
+        if state is None:
+            return False
+        world = state["trainer"]["world_size"]
+        if self.recipe.batching == "document" and world != self.dist.world:
+            raise ValueError(f"--resume: document batching carries per-process FAM state; resume with "
+                             f"{world} processes, not {self.dist.world}")
+        self._load_model_state(state["model"], state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["trainer"]["step"]
+        rank = state["rank"]
+        self.rsp.state = (None if rank["rsp_state"] is None
+                          else [t.to(self.dist.device) for t in rank["rsp_state"]])
+        self.cache = ckpt.cache_from_dict(rank["cache"], self.fam.config, self.dist.device)
+        ckpt.set_rng_state(rank["rng"])
+        self.log(f"resumed from {state['folder']} (step {self.step})")
+        return True
+
+    # ------------------------------------------------------------------ one optimiser step
+    def micro_step(self, index: int, sync: bool) -> tuple[float, int]:
+        """Forward + backward of global batch ``index`` (this process's rows); returns
+        (this process's share of the mean loss, input tokens of the global batch)."""
+        r = self.recipe
+        inputs, targets = self.batches.batch(index)
+        n_targets = int((targets != -100).sum())
+        inputs, targets = inputs[self.rows].to(self.dist.device), targets[self.rows].to(self.dist.device)
+        document = r.batching == "document"
+        if not document or self.batches.starts_stream(index):
+            self.cache = start_cache(self.fam.config, self.rsp, r.random_position_offset)
+        keep_state = document or self.rsp.active  # someone reads the cache after this step
+        no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
+        with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+            with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state)
+            logits = out.logits.float()
+            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                       ignore_index=-100, reduction="sum")
+            share = loss_sum / max(n_targets, 1) / r.grad_accum
+            (share * self.dist.world).backward()  # DDP averages gradients over processes
+        if self.rsp.active:
+            self.rsp.save(out.past_key_values)
+        if document:
+            self.cache = out.past_key_values.detach_()
+        return float(share.detach()), inputs.numel() * self.dist.world
+
+    def optimizer_step(self) -> dict:
+        r = self.recipe
+        t0 = time.perf_counter()
+        loss, tokens = 0.0, 0
+        for micro in range(r.grad_accum):
+            share, n = self.micro_step(self.step * r.grad_accum + micro, sync=micro == r.grad_accum - 1)
+            loss += share
+            tokens += n
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, r.clip if r.clip > 0 else float("inf"))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        loss = self.dist.sum(loss)
+        seconds = time.perf_counter() - t0
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
+
+    # ------------------------------------------------------------------ the run
+    def _open_metrics(self):
+        path = self.out / "metrics.jsonl"
+        kept = []
+        if self.step and path.exists():  # drop lines logged after the checkpoint we resumed from
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if rec.get("step", 0) <= self.step:
+                    kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept))
+        return open(path, "a")
+
+    def _tensorboard(self):
+        if not self.recipe.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _on_signal(self, signum, frame):
+        if self.stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self.log(f"signal {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                 f"(again to abort)")
+
+    def run(self) -> int:
+        from tqdm import tqdm
+
+        r, d = self.recipe, self.dist
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(r), sort_keys=False))
+        d.barrier()
+        if self.resume and not self.load_checkpoint():
+            self.log(f"--resume: no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
+        metrics = self._open_metrics() if d.main else None
+        board = self._tensorboard() if d.main else None
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        delay = float(os.environ.get("FAM_TRAIN_STEP_DELAY", "0"))  # tests: widen the window for a kill
+        bar = tqdm(total=r.max_steps, initial=self.step, disable=not (r.progress and d.main), dynamic_ncols=True,
+                   desc="train")
+        interrupted = False
+        try:
+            while self.step < r.max_steps:
+                rec = self.optimizer_step()
+                if d.main:
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                    if board is not None:
+                        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                            board.add_scalar(f"train/{key}", rec[key], rec["step"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+                stop = d.sum(float(self.stop_requested)) > 0
+                if stop or self.step % r.save_every == 0 or self.step == r.max_steps:
+                    self.save_checkpoint()
+                if stop:
+                    interrupted = True
+                    break
+                if delay:
+                    time.sleep(delay)
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if metrics is not None:
+                metrics.close()
+            if board is not None:
+                board.close()
+        if interrupted:
+            self.log(f"interrupted: checkpoint at step {self.step} in {ckpt.checkpoint_root(self.out)}; "
+                     f"continue with --resume")
+            return 130
+        self.save_final()
+        return 0
+
+    def save_final(self) -> Path:
+        """OUT/final: a model folder (LoRA merged) with its tokenizer, for from_pretrained / fam generate."""
+        final = self.out / "final"
+        states = self._model_state()
+        if not self.dist.main:
+            self.dist.barrier()
+            return final
+        model = self.model
+        if self.dist.world > 1 and self.recipe.distributed == "fsdp2":
+            model = build_model(self.recipe, self.tokenizer)
+            model.load_state_dict(states["model"])
+        model = copy.deepcopy(model).cpu().eval()
+        if hasattr(model, "merge_and_unload"):
+            from ..hf.lora import merge_lora
+
+            model = merge_lora(model)
+        model = fam_model(model)
+        set_activation_checkpointing(model, False)
+        tmp = final.with_name("final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self.log(f"final model: {final}")
+        self.dist.barrier()
+        return final
+
+
+def train(recipe: Recipe, resume: bool = False) -> int:
+    """Run a recipe; returns the exit code."""
+    trainer = Trainer(recipe, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dist.close()
