@@ -60,3 +60,86 @@ def test_state_dict_round_trip_continues_exactly(mode, cut):
         got = model(ids[:, cut:], past_key_values=restored, use_cache=True).logits
     assert torch.equal(got, want)
     assert restored.seen_tokens == cut + (30 - cut) and restored.num_elements() == cache.num_elements()
+
+
+@pytest.mark.parametrize("mode,cut", [("bswa", 13), ("fam", 13), ("fam", 24), ("full", 13)])
+def test_a_saved_state_continues_like_the_uninterrupted_stream(tmp_path, mode, cut):
+    """Rule S4 through a file: save mid-stream (mid-block included), load into the same model,
+    continue: the logits equal the uninterrupted stream's."""
+    model = tiny(mode, L=8, m=1, F=2)
+    ids = ids_for(model, 2, 40)
+    with torch.no_grad():
+        whole = model(ids).logits[:, cut:]
+        cache = model(ids[:, :cut], use_cache=True).past_key_values
+        cache.save(tmp_path / "s.fam-state", model, extra={"note": "x"})
+        loaded = FamCache.load(tmp_path / "s.fam-state", model)
+        got = model(ids[:, cut:], past_key_values=loaded, use_cache=True).logits
+    torch.testing.assert_close(got, whole, atol=1e-5, rtol=0)
+    assert loaded.extra == {"note": "x"} and loaded.seen_tokens == 40
+
+
+def test_the_state_file_has_a_constant_size_in_the_windowed_modes(tmp_path):
+    model = tiny("fam", L=8, m=1, F=2)
+    sizes = []
+    with torch.no_grad():
+        for n in (8, 64, 400):
+            cache = model(ids_for(model, 1, n), use_cache=True).past_key_values
+            sizes.append(cache.save(tmp_path / f"{n}.fam-state", model))
+    assert sizes[0] == sizes[1] == sizes[2]
+    full = tiny("full")
+    with torch.no_grad():
+        small = full(ids_for(full, 1, 8), use_cache=True).past_key_values.save(tmp_path / "f8", full)
+        big = full(ids_for(full, 1, 64), use_cache=True).past_key_values.save(tmp_path / "f64", full)
+    assert big > small  # full attention's state grows with what it read
+
+
+def test_loading_into_another_model_names_the_mismatch(tmp_path):
+    model = tiny("fam", L=8, m=1, F=2)
+    with torch.no_grad():
+        model(ids_for(model, 1, 20), use_cache=True).past_key_values.save(tmp_path / "s", model)
+    for other, field in [(tiny("bswa", L=8, m=1, F=2), "attention_mode=bswa"),
+                         (tiny("fam", L=4, m=1, F=2), "block_size=4"),
+                         (tiny("fam", L=8, m=2, F=2), "mem_segments=2"),
+                         (tiny("fam", L=8, m=1, F=2, seed=1), "other weights"),
+                         (tiny("fam", L=8, m=1, F=2).to(torch.bfloat16), "runs in bfloat16")]:
+        with pytest.raises(ValueError, match=field):
+            FamCache.load(tmp_path / "s", other)
+    (tmp_path / "junk").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a readable state file"):
+        FamCache.load(tmp_path / "junk", model)
+    with pytest.raises(FileNotFoundError, match="no such state file"):
+        FamCache.load(tmp_path / "missing", model)
+
+
+WRITER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from helpers import tiny, ids_for
+model = tiny("fam", L=8, m=1, F=2)
+with torch.no_grad():
+    states = [model(ids_for(model, 1, n), use_cache=True).past_key_values for n in (11, 29)]
+print("ready", flush=True)
+i = 0
+while True:
+    states[i % 2].save({path!r}, model)
+    i += 1
+"""
+
+
+def test_sigkill_during_a_write_leaves_a_loadable_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path = tmp_path / "s.fam-state"
+    code = WRITER.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)  # many writes in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    model = tiny("fam", L=8, m=1, F=2)
+    assert FamCache.load(path, model).seen_tokens in (11, 29)
+    assert [p.name for p in tmp_path.iterdir() if p.name != path.name and not p.name.startswith(".")] == []

@@ -179,3 +179,36 @@ def test_smollm2_reads_a_20k_token_book_at_constant_memory(mode):
     cont = torch.cat((ids, tok(" The", return_tensors="pt").input_ids), dim=1)
     reply = model.generate(cont, past_key_values=cache, max_new_tokens=5, do_sample=False)
     assert reply.shape[1] == cont.shape[1] + 5 and cache.num_elements() <= bound
+
+
+@pytest.mark.parametrize("mode", ["bswa", "fam"])
+def test_generate_saves_a_state_and_a_later_call_continues_it(tmp_path, capsys, mode):
+    """fam generate --save-state, then --load-state with a question: the reply equals the greedy reply
+    to the book and the question read as one prompt (rule S4)."""
+    model = tiny(mode, L=4, m=1, F=2)
+    model.config.eos_token_id = None
+    model.save_pretrained(tmp_path / "m")
+    tok = word_tokenizer(model.config.vocab_size)
+    tok.save_pretrained(tmp_path / "m")
+    book = " ".join(f"w{int(i)}" for i in ids_for(model, 1, 45)[0] % (model.config.vocab_size - 2))
+    question = "w3 w9 w27"
+    (tmp_path / "book.txt").write_text(book)
+    (tmp_path / "q.txt").write_text(question)
+    state = tmp_path / "book.fam-state"
+    base = ["generate", "--model", str(tmp_path / "m"), "--max-new-tokens", "6"]
+    assert main(base + ["--prompt-file", str(tmp_path / "book.txt"), "--save-state", str(state)]) == 0
+    assert state.is_file() and "after 45 tokens" in capsys.readouterr().err
+    assert main(base + ["--load-state", str(state), "--prompt-file", str(tmp_path / "q.txt")]) == 0
+    captured = capsys.readouterr()
+    ids = tok(book + " " + question, return_tensors="pt").input_ids
+    expected = greedy_without_cache(model, ids, 6)[0, ids.shape[1]:]
+    assert captured.out.split() == tok.decode(expected, skip_special_tokens=True).split()
+    assert "continuing 45 tokens" in captured.err
+    other = tiny("bswa" if mode == "fam" else "fam", L=4, m=1, F=2)
+    other.save_pretrained(tmp_path / "o")
+    tok.save_pretrained(tmp_path / "o")
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "o"), "--load-state", str(state), "--prompt-file",
+                 str(tmp_path / "q.txt")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bar: one line
+    assert last.startswith("fam generate: error:") and "attention_mode" in last

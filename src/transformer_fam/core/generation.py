@@ -75,6 +75,26 @@ class FamGenerationMixin(GenerationMixin):
     def _valid_auto_compile_criteria(self, model_kwargs, generation_config) -> bool:
         return False  # the FamCache's shapes change inside a block; no static-cache compilation
 
+    def generate_from(self, cache, new_ids: torch.LongTensor, chunk_size: int | None = None, **generate_kwargs):
+        """Continue a stream held in ``cache`` (e.g. ``FamCache.load``-ed) with ``new_ids`` (B, n >= 1)
+        and generate; returns only the generated tokens (B, n_generated).
+
+        The cache is continued in place. ``new_ids[:, :-1]`` is read in chunks of ``chunk_size``
+        (default: one block) first, so a long question costs constant memory too; the result equals
+        ``generate`` on the whole sequence read in one go (rule S2).
+        """
+        from .streaming import stream
+
+        if new_ids.dim() != 2 or new_ids.shape[1] < 1:
+            raise ValueError(f"generate_from: new_ids must be (batch, n >= 1), got {tuple(new_ids.shape)}")
+        if new_ids.shape[1] > 1:
+            stream(self, new_ids[:, :-1], chunk_size or self.config.block_size, cache=cache)
+        seen = cache.get_seq_length()
+        # the positions the cache already holds are never read: placeholders stand in for them
+        ids = torch.cat((new_ids.new_zeros(new_ids.shape[0], seen), new_ids[:, -1:]), dim=1)
+        out = self.generate(ids, past_key_values=cache, **generate_kwargs)
+        return out[:, ids.shape[1]:]
+
     def _reorder_cache(self, past_key_values, beam_idx):
         past_key_values.select_batch_(beam_idx)
         return past_key_values
