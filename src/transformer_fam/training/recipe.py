@@ -8,6 +8,7 @@ finds them by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -86,8 +87,13 @@ class Recipe:
         for key in ("max_steps", "save_every", "keep_last_n", "seq_len", "batch_size", "grad_accum"):
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
+        for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob", "fam_max_rms"):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
         if self.lr <= 0:
             raise ValueError(f"recipe key lr={self.lr}: must be > 0")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"recipe key seed={self.seed}: must be in [0, 2**32) (numpy's seed range)")
         if not 0.0 <= self.rsp_prob <= 1.0:
             raise ValueError(f"recipe key rsp_prob={self.rsp_prob}: must be in [0, 1]")
         if self.fam_max_rms < 0:
@@ -168,7 +174,7 @@ def parse_overrides(items: list[str]) -> dict:
             continue
         try:
             out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:  # not YAML: keep the text, the type check names the key
+        except Exception:  # not YAML (or a YAML tag that fails): keep the text, the type check names the key
             out[key] = raw
     return out
 
