@@ -139,3 +139,13 @@ def test_cli_fam_max_rms_flag(tmp_path, capsys):
     assert args.fam_max_rms == 640.0 and args.fam_only
     assert main(["demo", "--fam-max-rms", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--fam-max-rms" in capsys.readouterr().err
+
+
+def test_summarize_seeds_takes_the_minimum_and_the_median():
+    runs = {s: {"train_max_filler": 64, "train_max_backprop_filler": 32,
+                "fam": {"16": a, "100": b}, "bswa": {"16": 1.0, "100": c}}
+            for s, (a, b, c) in enumerate([(1.0, 0.9, 0.1), (0.96, 0.5, 0.0), (1.0, 0.8, 0.2)])}
+    summary = demo.summarize_seeds(runs, ("fam", "bswa"))
+    assert summary["fam"] == {"16": 0.96, "100": 0.5} and summary["fam_median"] == {"16": 1.0, "100": 0.8}
+    assert summary["bswa"]["100"] == 0.0 and summary["fam_per_seed"]["100"] == [0.9, 0.5, 0.8]
+    assert summary["seeds"] == [0, 1, 2] and summary["train_max_filler"] == 64

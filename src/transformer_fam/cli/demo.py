@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="run the demo once per seed (into OUT/seed-S) and report the minimum and median "
+                        "accuracy over seeds in OUT/passkey.json / passkey.png")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     parser.add_argument("--fam-max-rms", type=float, default=None, metavar="C",
                         help="train the FAM model with FamConfig.fam_max_rms=C: every FAM vector is rescaled to "
@@ -26,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.passkey_demo import FULL, QUICK, run_demo
+    from ..experiments.passkey_demo import FULL, QUICK, run_demo, run_seeds
+    from .common import int_list
 
     recipe = QUICK if args.quick else FULL
     if args.fam_max_rms is not None:
@@ -35,5 +39,8 @@ def run(args) -> int:
         recipe = replace(recipe, fam_max_rms=args.fam_max_rms)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be >= 1")
-    run_demo(recipe, args.seed, args.out, args.threads, args.fam_only)
+    if args.seeds:
+        run_seeds(recipe, int_list("--seeds", args.seeds), args.out, args.threads, args.fam_only)
+    else:
+        run_demo(recipe, args.seed, args.out, args.threads, args.fam_only)
     return 0

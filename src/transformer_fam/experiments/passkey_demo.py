@@ -354,3 +354,41 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
                   train_max, recipe.train_max_filler)
     print(f"wrote {out}/passkey.json, passkey.png, {', '.join(m + '/' for m in modes)} in {time.time() - t_start:.0f}s")
     return result
+
+
+def summarize_seeds(results: dict[int, dict], modes: tuple[str, ...]) -> dict:
+    """Per mode and filler length, the minimum and the median accuracy over seeds' passkey.json."""
+    import statistics
+
+    summary = {"seeds": sorted(results), "train_max_filler": next(iter(results.values()))["train_max_filler"],
+               "train_max_backprop_filler": next(iter(results.values()))["train_max_backprop_filler"]}
+    for mode in modes:
+        lengths = sorted({int(n) for r in results.values() for n in r[mode]})
+        per_seed = {str(n): [results[s][mode][str(n)] for s in sorted(results)] for n in lengths}
+        summary[mode] = {n: min(v) for n, v in per_seed.items()}  # the headline: the worst seed
+        summary[f"{mode}_median"] = {n: statistics.median(v) for n, v in per_seed.items()}
+        summary[f"{mode}_per_seed"] = per_seed
+    return summary
+
+
+def run_seeds(recipe: DemoRecipe, seeds: list[int], out="runs/demo", threads: int | None = None,
+              fam_only: bool = False) -> dict:
+    """``run_demo`` once per seed (into out/seed-S), then out/passkey.json with the minimum (``fam``,
+    ``bswa``) and the median (``fam_median`` ...) over seeds, and a plot of both."""
+    out = Path(out)
+    results = {s: run_demo(recipe, s, out / f"seed-{s}", threads, fam_only) for s in seeds}
+    modes = ("fam",) if fam_only else ("fam", "bswa")
+    summary = summarize_seeds(results, modes)
+    (out / "passkey.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nPassKey accuracy over seeds {', '.join(map(str, seeds))}: minimum (median)")
+    print(format_table({f"{m} min": summary[m] for m in modes} | {f"{m} median": summary[f"{m}_median"]
+                                                                  for m in modes}))
+    names = {"fam": "FAM (m=0)", "bswa": "BSWA (m=1)"}
+    columns = {}
+    for m in modes:
+        columns[f"{names[m]}, min of {len(seeds)} seeds"] = summary[m]
+        columns[f"{names[m]}, median"] = summary[f"{m}_median"]
+    plot_accuracy(columns, out / "passkey.png",
+                  f"PassKey, seeds {', '.join(map(str, seeds))}, {recipe.hidden_size}-d {recipe.layers}-layer models",
+                  summary["train_max_filler"], summary["train_max_backprop_filler"])
+    return summary
