@@ -6,7 +6,7 @@ inference only, against the same weights uncapped, in one process (same prompts 
 The caps are chosen from the model itself: the largest FAM RMS (over layers, FAM vectors and
 prompts) after streaming the prompt of a ``--train-filler``-token sample (the demo's longest
 training filler, 512), times each ``--factors`` entry. ``fam_max_rms`` is an option, not the
-paper's form (FAM_SPEC §3): the paper's additive update is the default.
+paper's form (rule F3): the paper's additive update is the default.
 """
 
 import argparse

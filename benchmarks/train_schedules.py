@@ -5,7 +5,7 @@
 SmolLM2-135M shape (random weights), fam mode, block 1024, memory 3, FAM 64, float32. The naive
 loop is "for each block: for each layer: Algorithm 2" with the graph kept across blocks (the
 streaming path of the same model); the layer-wise schedule is one call over all T tokens
-(FAM_SPEC §9). Both compute the same loss (checked below). One process, interleaved, best of N.
+(rule X1). Both compute the same loss (checked below). One process, interleaved, best of N.
 """
 
 import argparse

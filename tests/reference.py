@@ -2,7 +2,7 @@
 
 Nothing here imports the package's attention code: RoPE, RMSNorm, attention with explicit
 masks and softmax are written out again, and FAM runs as Algorithm 2 of the paper — "for each
-block: for each layer" — with the readings FAM_SPEC fixes.
+block: for each layer" — with the readings docs/algorithm.md fixes.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class FamDecoderLayer(nn.Module):
         return self.fam_projections(fam, cos, sin)
 
     def initial_fam(self, prompt_in: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Carry the learned prompt through this layer on its own (FAM_SPEC §4).
+        """Carry the learned prompt through this layer on its own (rule F4).
 
         prompt_in: (1, F, d), this layer's initial FAM. The F vectors attend to each other
         bidirectionally. Returns (next layer's initial FAM, (q, k, v) of prompt_in).

@@ -21,6 +21,19 @@ from .plan import BlockPlan
 from .rope import rope_cos_sin, rope_inv_freq
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool = True,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``logits`` (B, T, V) against ``labels`` (B, T) in float32, -100 ignored.
+
+    ``shift=True``: position t predicts ``labels[:, t + 1]`` (Hugging Face's convention); with
+    ``shift=False`` the labels are already the next tokens.
+    """
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device),
+                           ignore_index=-100, reduction=reduction)
+
+
 class FamPreTrainedModel(PreTrainedModel):
     config_class = FamConfig
     base_model_prefix = "model"
@@ -52,7 +65,7 @@ class FamModel(FamPreTrainedModel):
         self.layers = nn.ModuleList(FamDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
         if config.attention_mode == "fam":
-            # the learned initial FAM, at the token-embedding level (FAM_SPEC §4)
+            # the learned initial FAM, at the token-embedding level (rule F4)
             self.fam_prompt = nn.Parameter(torch.zeros(config.fam_length, config.hidden_size))
         else:
             self.fam_prompt = None
@@ -254,7 +267,6 @@ class FamForCausalLM(FamPreTrainedModel, FamGenerationMixin):
         logits = self.lm_head(h)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                   labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+            loss = next_token_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache else None,
                                       hidden_states=tuple(hidden) if hidden is not None else None)

@@ -11,7 +11,7 @@ process builds the same batch and takes its own rows): ``targets[:, t]`` is the 
   stream and split into B contiguous rows; step k reads tokens kT..(k+1)T of every row, so a row
   reads its documents in order across steps and the trainer carries the (detached) FamCache from
   step to step. ``starts_stream(index)`` tells the trainer when to start from a fresh cache.
-- ``PasskeyBatches``: the synthetic PassKey task (FAM_SPEC §8) at exactly T+1 tokens per row,
+- ``PasskeyBatches``: the synthetic PassKey task (docs/algorithm.md §10) at exactly T+1 tokens per row,
   the key sentence at a random depth; loss on the answer's tokens only (or on all tokens).
   With ``curriculum`` N, batch i < N is shorter: the length grows linearly to T+1 over N batches.
 """

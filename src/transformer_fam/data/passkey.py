@@ -1,4 +1,4 @@
-"""PassKey retrieval prompts (FAM_SPEC §8, paper Fig. 10) and a small word-level tokenizer.
+"""PassKey retrieval prompts (docs/algorithm.md §10, paper Fig. 10) and a small word-level tokenizer.
 
     tok = passkey_tokenizer()
     ids, (start, end) = make_passkey_example(filler_tokens=256, key=48213, depth=0.0, tokenizer=tok)
@@ -79,7 +79,7 @@ def filler_ids(tokenizer, n_tokens: int) -> list[int]:
 
 
 def make_passkey_example(filler_tokens: int, key: int, depth: float, tokenizer) -> tuple[list[int], tuple[int, int]]:
-    """One PassKey prompt + answer in the format of FAM_SPEC §8.
+    """One PassKey prompt + answer in the format of docs/algorithm.md §10.
 
     Args:
         filler_tokens: filler length in the tokenizer's tokens (the filler sentences repeated, cut

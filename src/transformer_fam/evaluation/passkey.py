@@ -6,7 +6,7 @@
     from transformer_fam.evaluation.passkey import evaluate_passkey
     evaluate_passkey(model, tokenizer, lengths=[128, 1024], samples=20)   # {"128": 1.0, "1024": 0.95}
 
-The prompt (FAM_SPEC §8 format) runs through the model's FamCache in chunks of whole blocks, so a
+The prompt (docs/algorithm.md §10 format) runs through the model's FamCache in chunks of whole blocks, so a
 256k-token prompt needs no more memory than a short one in bswa / fam mode; then the answer is
 decoded greedily and counts as right only when every digit of the key is right.
 """

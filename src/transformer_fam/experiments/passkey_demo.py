@@ -26,7 +26,7 @@ import torch
 
 from ..core.cache import FamCache
 from ..core.config import FamConfig
-from ..core.model import FamForCausalLM
+from ..core.model import FamForCausalLM, next_token_loss
 from ..core.streaming import stream
 from ..data.passkey import passkey_batch, passkey_tokenizer
 from ..evaluation.passkey import evaluate_passkey, format_table
@@ -111,8 +111,7 @@ class KeyProbe(torch.nn.Module):
         fam = first.past_key_values.fam_state()
         second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
         logits = torch.cat((first.logits, second.logits), dim=1)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
+        loss = next_token_loss(logits, labels)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         return (CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values),
@@ -235,8 +234,7 @@ def _truncated_forward(model, probe, ids, labels, span, grad_tokens: int):
     second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
     logits = torch.cat((first.logits, second.logits), dim=1)
     tail = labels[:, g0:]
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                             tail[:, 1:].reshape(-1), ignore_index=-100)
+    loss = next_token_loss(logits, tail)
     probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
     return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values), probe_loss
 

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of a FamForCausalLM with peft, the FAM prompt training alongside.
 
 The paper fine-tunes pretrained models into FAM with LoRA (rank 64 on attention and FFN, merged
-for inference, FAM_SPEC §6). peft wraps the linear layers; the FAM prompt is a bare
+for inference, docs/algorithm.md §7). peft wraps the linear layers; the FAM prompt is a bare
 ``nn.Parameter`` (``model.model.fam_prompt``), which peft's ``modules_to_save`` cannot hold (it
 wraps modules) and its adapter checkpoints do not include. So:
 

@@ -57,7 +57,7 @@ class Recipe:
     block_size: int = 32
     mem_segments: int = 1
     fam_length: int = 8
-    # paper techniques (FAM_SPEC §6)
+    # paper techniques (docs/algorithm.md §7)
     rsp_prob: float = 0.0
     random_position_offset: bool = False
     fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
@@ -111,7 +111,7 @@ class Recipe:
         return self
 
 
-# Flan-PaLM shapes of FAM_SPEC §6 (SwiGLU FFN, shared 256k embeddings as in PaLM).
+# Flan-PaLM shapes of docs/algorithm.md §7 (SwiGLU FFN, shared 256k embeddings as in PaLM).
 PRESETS: dict[str, dict] = {
     "flan-palm-1b": dict(num_hidden_layers=18, hidden_size=1536, num_attention_heads=12,
                          intermediate_size=8 * 1536, vocab_size=256000, tie_word_embeddings=True),

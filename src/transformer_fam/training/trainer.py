@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from . import checkpoint as ckpt
+from ..core.model import next_token_loss
 from ..hardware import slow_bf16_note
 from .recipe import Recipe, recipe_to_dict
 from .setup import (Dist, build_model, build_optimizer, build_tokenizer, fam_model, lr_factor,
@@ -86,7 +86,7 @@ class Trainer:
 
             for layer in self.fam.model.layers:
                 fully_shard(layer)
-                # the initial FAM runs each layer outside its forward (FAM_SPEC §4): gather there too
+                # the initial FAM runs each layer outside its forward (rule F4): gather there too
                 register_fsdp_forward_method(layer, "initial_fam")
                 register_fsdp_forward_method(layer, "carried_fam")  # RSP: a FAM from the last step
             fully_shard(model)
@@ -176,8 +176,7 @@ class Trainer:
             with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                 out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state)
             logits = out.logits.float()
-            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                       ignore_index=-100, reduction="sum")
+            loss_sum = next_token_loss(logits, targets, shift=False, reduction="sum")  # targets: next tokens
             share = loss_sum / max(n_targets, 1) / r.grad_accum
             (share * self.dist.world).backward()  # DDP averages gradients over processes
         if self.rsp.active:
