@@ -1,4 +1,4 @@
-"""PassKey: the prompt format of FAM_SPEC §8, the word-level tokenizer, and the evaluator's counting."""
+"""PassKey: the prompt format of docs/algorithm.md §10, the word-level tokenizer, and the evaluator's counting."""
 
 import json
 import random
@@ -9,7 +9,8 @@ import torch
 from transformer_fam import FamConfig, FamForCausalLM
 from transformer_fam.data.passkey import (FILLER, KEY_MAX, KEY_MIN, filler_ids, make_passkey_example, passkey_batch,
                                           passkey_text, passkey_tokenizer, random_key)
-from transformer_fam.evaluate.passkey import answer_is_right, evaluate_passkey, format_table, passkey_accuracy
+from transformer_fam.evaluation.passkey import (answer_is_right, evaluate_passkey, format_table, greedy_answer,
+                                                passkey_accuracy)
 
 SPEC = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz "
         "you about the important information there. The pass key is 48213. Remember it. 48213 is the pass key. "
@@ -139,14 +140,60 @@ def test_passkey_accuracy_counts_exact_answers(tok):
     assert acc == pytest.approx(expected)
 
 
+def _naive_greedy(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding the slow way: the whole sequence from scratch for every token, no cache."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
 def test_evaluate_untrained_model_runs_streamed(tok):
+    """The streamed evaluation (prompt in chunks through the FamCache, then cached decoding) decodes
+    what a cache-free recomputation decodes (rules X1, F6), and its result is that count, as JSON."""
     torch.manual_seed(0)
     cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                     attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
     model = FamForCausalLM(cfg).eval()
-    res = evaluate_passkey(model, tok, [0, 300], samples=4, batch_size=4, progress=False)
-    assert set(res) == {"0", "300"} and all(0.0 <= v <= 1.0 for v in res.values())
+    lengths, samples = [0, 300], 4
+    res = evaluate_passkey(model, tok, lengths, samples=samples, batch_size=4, progress=False)
+    expected, answers = {}, {}
+    for n in lengths:
+        rng = random.Random(f"0-{n}-0.0")  # the evaluator's documented key sequence (seed 0, depth 0)
+        right = 0
+        for key in [random_key(rng) for _ in range(samples)]:
+            ids, (a0, a1) = make_passkey_example(n, key, 0.0, tok)
+            answers[n, key] = _naive_greedy(model, ids[:a0], a1 - a0)
+            right += answer_is_right(tok, answers[n, key], key)
+        expected[str(n)] = right / samples
+    assert res == expected
     assert res["300"] == 0.0  # an untrained model does not guess 5 digits
+    assert all(type(v) is float for v in res.values()) and json.loads(json.dumps(res)) == res
+    # the decoded tokens themselves, streamed in chunks of one block, against the naive loop
+    keys = list(k for n, k in answers if n == 300)
+    rows = [make_passkey_example(300, k, 0.0, tok) for k in keys]
+    a0 = rows[0][1][0]
+    streamed = greedy_answer(model, torch.tensor([r[0][:a0] for r in rows]), 5, chunk_tokens=8)
+    assert streamed.tolist() == [answers[300, k] for k in keys]
     table = format_table({"fam": res})
-    assert "300" in table and "0.0%" in table
-    json.dumps(res)
+    assert table.splitlines()[1:] == [f"{n:>14d} {100 * expected[str(n)]:7.1f}%" for n in lengths]
+
+
+def test_evaluate_passkey_grid_by_depth_and_length(tok):
+    """With depths the result nests {depth: {length: accuracy}}; each cell is the Oracle's exact
+    accuracy on that cell's own key sequence (so a swapped or shared cell fails)."""
+    torch.manual_seed(0)
+    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    oracle = Oracle(FamForCausalLM(cfg), tok)
+    res = evaluate_passkey(oracle, tok, [0, 40], depths=[0.0, 1.0], samples=6, seed=5, batch_size=4,
+                           chunk_tokens=8, progress=False)
+    expected = {}
+    for d in (0.0, 1.0):
+        for n in (0, 40):
+            rng = random.Random(f"5-{n}-{d}")
+            expected.setdefault(str(d), {})[str(n)] = sum(int(str(random_key(rng))[0]) % 2 for _ in range(6)) / 6
+    assert res == expected and list(res) == ["0.0", "1.0"]
+    assert len({v for cells in expected.values() for v in cells.values()}) > 1  # the cells do differ
+    assert json.loads(json.dumps(res)) == res

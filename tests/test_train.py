@@ -321,10 +321,50 @@ def test_ddp_two_processes_equal_one_process(tmp_path, batching, distributed):
     assert (tmp_path / "two" / "final" / "model.safetensors").exists()
 
 
+def _two_ranks_with_rsp_in_one_process(values: dict, world: int = 2) -> tuple[list[float], list[list[torch.Tensor]]]:
+    """What `world` processes with Random State Passing (rule T2, rsp_prob=1) compute, written out in
+    one process: each rank's rows start from the FAM of that rank's own first row of the last step
+    (the initial FAM at step 1, rule F4; the carried one keeps its residual, rule F5), and the
+    gradients of the ranks' loss shares are summed before clipping and the optimiser step.
+    Returns the loss per step and each rank's saved FAM after the last step."""
+    import torch.nn.functional as F
+
+    from transformer_fam.core.cache import FamCache
+
+    ref = Trainer(recipe_from_dict(dict(values, distributed="ddp")))  # world size 1: same seed, model, batches
+    r, cfg = ref.recipe, ref.fam.config
+    per = r.batch_size // world
+    states, curve = [None] * world, []
+    for step in range(r.max_steps):
+        inputs, targets = ref.batches.batch(step)
+        n_targets = int((targets != -100).sum())
+        loss = 0.0
+        for rank in range(world):
+            rows = slice(rank * per, (rank + 1) * per)
+            cache = FamCache(cfg) if states[rank] is None else FamCache.from_fam_state(cfg, states[rank])
+            out = ref.model(input_ids=inputs[rows], past_key_values=cache, use_cache=True)
+            logits = out.logits.float()
+            share = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[rows].reshape(-1),
+                                    ignore_index=-100, reduction="sum") / n_targets
+            share.backward()
+            loss += float(share.detach())
+            states[rank] = [f[:1].detach().clone() for f in out.past_key_values.fam_state()]
+        torch.nn.utils.clip_grad_norm_([p for p in ref.model.parameters() if p.grad is not None], r.clip)
+        ref.optimizer.step()
+        ref.scheduler.step()
+        ref.optimizer.zero_grad(set_to_none=True)
+        curve.append(loss)
+    return curve, states
+
+
 @pytest.mark.slow
-def test_fsdp2_with_random_state_passing_runs(tmp_path):
-    # each process carries the FAM of its own first row, so only the run itself is compared: the
-    # carried FAM's projection must gather the sharded layer weights (carried_fam is registered)
+def test_fsdp2_with_random_state_passing_equals_per_rank_reference(tmp_path):
+    """FSDP2 (2 processes) with RSP at p=1 (rule T2): each process carries the FAM of its own first
+    row, so the run is compared with that computation written out in one process, not with a plain
+    one-process run (which carries global row 0 for every row). The losses agree at every step, and
+    each rank's checkpoint holds the rsp_state the reference ends with: one (1, F, d) tensor per
+    layer, different on the two ranks. (The carried FAM's projection must gather the sharded layer
+    weights: carried_fam is registered as an FSDP forward method.)"""
     values = tiny(tmp_path, max_steps=4, save_every=4, distributed="fsdp2", rsp_prob=1.0)
     recipe = write_yaml(tmp_path / "r.yaml", values)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -332,4 +372,23 @@ def test_fsdp2_with_random_state_passing_runs(tmp_path):
                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     got = losses(values["out_dir"])
+    want, want_states = _two_ranks_with_rsp_in_one_process(dict(values, out_dir=str(tmp_path / "ref")))
     assert len(got) == 4 and all(math.isfinite(x) for x in got)
+    assert got == pytest.approx(want, abs=1e-5)
+    # the reference is the trainer's own arithmetic: with one rank it gives the one-process run exactly,
+    # and that run differs from the two-rank one once a FAM is carried (steps 2..4), by more than the tolerance
+    one = dict(values, distributed="ddp", out_dir=str(tmp_path / "one"))
+    assert train_inproc(one) == 0
+    assert _two_ranks_with_rsp_in_one_process(dict(one, out_dir=str(tmp_path / "ref1")), world=1)[0] == \
+        pytest.approx(losses(one["out_dir"]), abs=1e-6)
+    assert got[0] == pytest.approx(losses(one["out_dir"])[0], abs=1e-5)
+    assert all(abs(a - b) > 1e-4 for a, b in zip(got[1:], losses(one["out_dir"])[1:]))
+    folder = Path(values["out_dir"]) / "checkpoints" / "step-00000004"
+    saved = [torch.load(folder / f"rank{rank}.pt", weights_only=True)["rsp_state"] for rank in (0, 1)]
+    F, d = values["fam_length"], values["hidden_size"]
+    for rank, state in enumerate(saved):
+        assert state is not None and len(state) == values["num_hidden_layers"]
+        assert all(t.shape == (1, F, d) for t in state)
+        for t, expected in zip(state, want_states[rank]):
+            torch.testing.assert_close(t, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(saved[0][0], saved[1][0], atol=1e-3)  # each rank carried its own row
