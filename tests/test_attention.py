@@ -63,3 +63,16 @@ def test_training_uses_the_reference_backend():
     backend_calls.clear()
     model(ids_for(model, 1, 24), labels=ids_for(model, 1, 24)).loss.backward()
     assert set(backend_calls) == {"sdpa"}
+
+
+def test_the_read_gate_option_gives_the_same_logits_on_both_backends():
+    """Option O2 on both backends: the token part runs on the chosen backend, the FAM read on its own."""
+    model = tiny("fam", L=8, m=1, F=2, fam_read_gate=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.fam_gate.uniform_(-1, 1)
+    ids = ids_for(model, 2, 29)
+    ref, _ = _calls(model, ids, [29], "sdpa")
+    fast, calls = _calls(model, ids, [13, 16], "auto")
+    torch.testing.assert_close(fast, ref, atol=TOL, rtol=0)
+    assert calls.get("cpu_split", 0) > 0

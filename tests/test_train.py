@@ -85,7 +85,8 @@ def test_bundled_recipes_load():
     assert tiny_recipe.init == "scratch" and tiny_recipe.data == "passkey"
     lora = load_recipe("smollm2-fam-lora")
     assert (lora.init, lora.finetune, lora.lora_rank, lora.rsp_prob, lora.optimizer) == \
-        ("pretrained", "lora", 64, 0.8, "adafactor")
+        ("pretrained", "lora", 64, 0.8, "adamw")
+    assert (lora.fam_lr, lora.gate_lr) == (1e-3, 3e-3)
 
 
 def test_recipe_fam_max_rms_reaches_the_model_config():

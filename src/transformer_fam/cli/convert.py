@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=1024, help="L, tokens per block")
     parser.add_argument("--mem-segments", type=int, default=3, help="m, previous blocks each block attends to")
     parser.add_argument("--fam-length", type=int, default=64, help="F, FAM vectors per layer")
+    parser.add_argument("--fam-read-gate", action="store_true",
+                        help="option (not the paper): block queries read the FAM through their own softmax, "
+                             "added with a zero-initialised per-head gate tanh(g); starts equal to BSWA")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="parameter dtype (default: the source's; float32 for GGUF)")
 
@@ -30,7 +33,8 @@ def run(args) -> int:
         raise FileExistsError(f"{out}: output folder exists and is not empty")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
-            mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype)
+            mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
+            **({"fam_read_gate": True} if args.fam_read_gate else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
     return 0

@@ -54,7 +54,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
                      fam_k: torch.Tensor | None, fam_v: torch.Tensor | None,
-                     plan: BlockPlan, backend: str = "auto") -> torch.Tensor:
+                     plan: BlockPlan, backend: str = "auto", fam_gate: torch.Tensor | None = None) -> torch.Tensor:
     """Block sliding window attention, optionally with the previous FAM of each block (rules M2, M3).
 
     Args:
@@ -63,9 +63,14 @@ def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
             cached tokens, new tokens, zero padding to a whole block).
         fam_k, fam_v: (B, Hk, nb, F, hd) keys/values of the FAM each touched block sees, or None.
         backend: "auto", "sdpa" or "cpu_split" (see ``choose_backend``).
+        fam_gate: None (the paper: the FAM keys join the block's softmax), or (H,) gate values
+            tanh(g): the read-gate option (O2), ``out = bswa(q) + fam_gate * softmax-read of the FAM``.
     Returns:
         (B, H, T, hd)
     """
+    if fam_gate is not None and fam_k is not None:
+        out = window_attention(q, k_seq, v_seq, None, None, plan.without_fam, backend)
+        return out + fam_gate.to(out.dtype)[None, :, None, None] * fam_read(q, fam_k, fam_v, plan)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k_seq, v_seq, fam_k, fam_v))
     name = choose_backend(backend, q.device, needs_grad, plan)
@@ -171,6 +176,25 @@ def _fresh_short_attention(q, k, v, fam_k, fam_v, plan: BlockPlan) -> torch.Tens
     o2 = o2.view(B, nb, H, R, hd).transpose(1, 2).reshape(B, H, nb * R, hd)[:, :, :T]
     l2 = l2.view(B, nb, H, R).transpose(1, 2).reshape(B, H, nb * R)[:, :, :T]
     return _merge(out, lse, o2, l2)
+
+
+def fam_read(q: torch.Tensor, fam_k: torch.Tensor, fam_v: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+    """The read-gate option's FAM read (O2): each new token attends to its block's FAM only, in a
+    softmax of its own (no mask: the F vectors are all visible). q (B, H, T, hd); fam_k, fam_v
+    (B, Hk, nb, F, hd). Returns (B, H, T, hd)."""
+    B, H, T, hd = q.shape
+    nb, L = plan.nb, plan.block_size
+    if nb == 1:
+        qb = q[:, :, None]  # (B, H, 1, T, hd)
+    else:
+        qb = F.pad(q, (0, 0, plan.cached, nb * L - plan.cached - T)).view(B, H, nb, L, hd)
+    R = qb.shape[3]
+    out = F.scaled_dot_product_attention(_flat(qb.transpose(1, 2)), _flat(fam_k.transpose(1, 2)),
+                                         _flat(fam_v.transpose(1, 2)), enable_gqa=H != fam_k.shape[1])
+    out = out.view(B, nb, H, R, hd).transpose(1, 2)
+    if nb == 1:
+        return out[:, :, 0]
+    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

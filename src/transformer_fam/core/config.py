@@ -29,6 +29,11 @@ class FamConfig(PretrainedConfig):
             each FAM vector after every update, ``F <- F * min(1, c / rms(F))``. An option that
             departs from the paper: it bounds the FAM norm over unbounded streams (the paper's
             form grows linearly), and is a no-op while the FAM stays below c.
+        fam_read_gate: ``False`` (the paper: block queries read the FAM in the same softmax as
+            the memory and current block, default) or ``True``, an option that departs from the
+            paper (O2): block queries read the FAM through a softmax of their own, added with a
+            per-layer, per-head gate, ``out = out_bswa + tanh(g) * out_fam``, g initialised to 0,
+            so a converted model equals its BSWA form until fine-tuning opens the gate.
     """
 
     model_type = "fam"
@@ -62,6 +67,7 @@ class FamConfig(PretrainedConfig):
     fam_length: int = 64
     attention_backend: str = "auto"
     fam_max_rms: float | None = None
+    fam_read_gate: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -104,6 +110,8 @@ class FamConfig(PretrainedConfig):
         if self.fam_max_rms is not None and (isinstance(self.fam_max_rms, bool) or not isinstance(
                 self.fam_max_rms, (int, float)) or not self.fam_max_rms > 0):
             bad("fam_max_rms", "must be None (the paper's update) or a number > 0")
+        if not isinstance(self.fam_read_gate, bool):
+            bad("fam_read_gate", "must be true or false")
         if self.rope_theta <= 0:
             bad("rope_theta", "must be > 0")
         if self.rope_scaling is not None:

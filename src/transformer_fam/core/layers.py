@@ -84,6 +84,15 @@ class FamAttention(nn.Module):
             self.k_norm = FamRMSNorm(hd, config.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
+        if config.attention_mode == "fam" and config.fam_read_gate:
+            # the read-gate option (O2): per-head g, block queries add tanh(g) * (their FAM read); 0 = BSWA
+            self.fam_gate = nn.Parameter(torch.zeros(self.num_heads))
+        else:
+            self.fam_gate = None
+
+    def read_gate(self) -> torch.Tensor | None:
+        """tanh(g) per head (the read-gate option), or None (the paper's joint softmax)."""
+        return None if self.fam_gate is None else torch.tanh(self.fam_gate)
 
     def project(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """h (B, T, d) -> q (B, H, T, hd), k, v (B, Hk, T, hd), RoPE applied to q and k."""
@@ -198,7 +207,7 @@ class FamDecoderLayer(nn.Module):
                 vs.append(fv)
             fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
             fam_v = torch.stack(vs[:nb], dim=2)
-        o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend)
+        o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend, self.self_attn.read_gate())
         if not ctx.need_state:
             return o, WindowState(state.layout)
         done = plan.n_complete * L
@@ -213,7 +222,15 @@ class FamDecoderLayer(nn.Module):
         state.write_current_(c, k, v)
         keys, values = state.visible_kv(c + T)
         mask = plan.mask[0, 0, :, : keys.shape[2]]  # (T, keys): memory slots not yet filled, causal rows
+        gate = self.self_attn.read_gate() if ctx.mode == "fam" else None
+        if gate is not None:  # read-gate option (O2): the FAM columns leave this softmax, read on their own
+            mask = mask.clone()
+            mask[:, state.layout.fam] = False
         o = decode_attention(q, keys, values, mask)
+        if gate is not None:
+            fk, fv = state.fam_kv()
+            o = o + gate.to(o.dtype)[None, :, None, None] * F.scaled_dot_product_attention(
+                q, fk, fv, enable_gqa=q.shape[1] != fk.shape[1])
         if c + T < L:
             return o, state
         if ctx.mode == "fam":

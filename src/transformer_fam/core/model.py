@@ -16,7 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .cache import FamCache
 from .config import FamConfig
 from .generation import FamGenerationMixin
-from .layers import FamDecoderLayer, FamRMSNorm, StepContext
+from .layers import FamAttention, FamDecoderLayer, FamRMSNorm, StepContext
 from .plan import BlockPlan
 from .rope import rope_cos_sin, rope_inv_freq
 
@@ -54,6 +54,8 @@ class FamPreTrainedModel(PreTrainedModel):
             module.weight.fill_(1.0)
         elif isinstance(module, FamModel) and module.fam_prompt is not None:
             module.fam_prompt.normal_(0.0, std)
+        elif isinstance(module, FamAttention) and module.fam_gate is not None:
+            module.fam_gate.zero_()  # the read gate starts closed: the model equals BSWA
 
 
 class FamModel(FamPreTrainedModel):

@@ -3,6 +3,7 @@ of the windowed modes (docs/algorithm.md, rules M2-M3)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -68,3 +69,9 @@ class BlockPlan:
     @cached_property
     def _batch_masks(self) -> dict:
         return {}
+
+    @cached_property
+    def without_fam(self) -> "BlockPlan":
+        """The same plan with no FAM columns (the token part of the read-gate option, O2); built
+        once per call, shared by the layers."""
+        return dataclasses.replace(self, fam_length=0)

@@ -124,7 +124,8 @@ def _build(config: FamConfig, state_dict: dict[str, torch.Tensor], dtype=None):
         sd.pop("lm_head.weight", None)
     dtype = dtype or next(iter(sd.values())).dtype
     model = FamForCausalLM(config).to(dtype)
-    target = {k: v for k, v in model.state_dict().items() if k != "model.fam_prompt"}
+    target = {k: v for k, v in model.state_dict().items()
+              if k != "model.fam_prompt" and not k.endswith("self_attn.fam_gate")}  # the new FAM parameters
     if config.tie_word_embeddings:
         target.pop("lm_head.weight", None)
     missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
@@ -137,7 +138,16 @@ def _build(config: FamConfig, state_dict: dict[str, torch.Tensor], dtype=None):
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     if model.fam_prompt is not None:
         model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, config.fam_length))
+    close_read_gates(model)
     return model.eval()
+
+
+@torch.no_grad()
+def close_read_gates(model) -> None:
+    """Zero the read-gate option's g (tanh(0) = 0: the converted model equals its BSWA form)."""
+    for layer in model.model.layers:
+        if layer.self_attn.fam_gate is not None:
+            layer.self_attn.fam_gate.zero_()
 
 
 class _Cfg:

@@ -57,7 +57,15 @@ def apply_lora(model, rank: int = 64, alpha: float | None = None, targets=LORA_T
     prompt = _base(peft_model).fam_prompt
     if train_fam_prompt and prompt is not None:
         prompt.requires_grad_(True)
+    for gate in read_gates(peft_model).values():  # the read-gate option's g: new parameters, trained
+        gate.requires_grad_(True)
     return peft_model
+
+
+def read_gates(model) -> dict:
+    """{name: parameter} of the read-gate option's per-layer g (empty without the option)."""
+    return {f"layers.{i}.fam_gate": layer.self_attn.fam_gate for i, layer in enumerate(_base(model).model.layers)
+            if layer.self_attn.fam_gate is not None}
 
 
 def save_lora(peft_model, folder) -> Path:
@@ -68,7 +76,9 @@ def save_lora(peft_model, folder) -> Path:
     peft_model.save_pretrained(folder, save_embedding_layers=False)
     prompt = _base(peft_model).fam_prompt
     if prompt is not None:
-        save_file({"fam_prompt": prompt.detach().contiguous().cpu()}, folder / FAM_PROMPT_FILE)
+        tensors = {"fam_prompt": prompt.detach().contiguous().cpu()}
+        tensors.update({n: g.detach().contiguous().cpu() for n, g in read_gates(peft_model).items()})
+        save_file(tensors, folder / FAM_PROMPT_FILE)
     return folder
 
 
@@ -84,13 +94,19 @@ def load_lora(model, folder, is_trainable: bool = False):
     prompt = _base(peft_model).fam_prompt
     prompt_file = folder / FAM_PROMPT_FILE
     if prompt is not None and prompt_file.exists():
-        saved = load_file(prompt_file)["fam_prompt"]
+        tensors = load_file(prompt_file)
+        saved = tensors["fam_prompt"]
         if saved.shape != prompt.shape:
             raise ValueError(f"{prompt_file}: FAM prompt of shape {tuple(saved.shape)}, the model expects "
                              f"{tuple(prompt.shape)}")
         with torch.no_grad():
             prompt.copy_(saved)
         prompt.requires_grad_(is_trainable)
+        for name, gate in read_gates(peft_model).items():
+            if name in tensors:
+                with torch.no_grad():
+                    gate.copy_(tensors[name])
+            gate.requires_grad_(is_trainable)
     return peft_model
 
 

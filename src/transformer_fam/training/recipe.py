@@ -61,9 +61,12 @@ class Recipe:
     rsp_prob: float = 0.0
     random_position_offset: bool = False
     fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
+    fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
     # optimisation
     optimizer: str = "adamw"  # adamw / adafactor
     lr: float = 1e-3
+    fam_lr: float = 0.0  # lr of the FAM prompt; 0: lr
+    gate_lr: float = 0.0  # lr of the read gates (fam_read_gate); 0: lr
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
@@ -87,18 +90,22 @@ class Recipe:
         for key in ("max_steps", "save_every", "keep_last_n", "seq_len", "batch_size", "grad_accum"):
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
-        for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob", "fam_max_rms"):
+        for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
+                    "fam_max_rms"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
         if self.lr <= 0:
             raise ValueError(f"recipe key lr={self.lr}: must be > 0")
+        for key in ("fam_lr", "gate_lr"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 0 (0: lr)")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"recipe key seed={self.seed}: must be in [0, 2**32) (numpy's seed range)")
         if not 0.0 <= self.rsp_prob <= 1.0:
             raise ValueError(f"recipe key rsp_prob={self.rsp_prob}: must be in [0, 1]")
         if self.fam_max_rms < 0:
             raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
-        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0)):  # FAM-only switches
+        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False)):  # FAM-only switches
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")

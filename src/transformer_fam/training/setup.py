@@ -106,7 +106,7 @@ def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
     """The FamConfig of a from-scratch run: the preset's sizes, else the recipe's."""
     fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
-               fam_max_rms=recipe.fam_max_rms or None)
+               fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate)
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -131,7 +131,8 @@ def build_model(recipe: Recipe, tokenizer):
     except ImportError as err:
         raise ValueError(f"recipe key init=pretrained: the conversion module is unavailable ({err})") from None
     model = from_hf(recipe.base_model, attention_mode=recipe.attention_mode, block_size=recipe.block_size,
-                    mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32)
+                    mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32,
+                    fam_read_gate=recipe.fam_read_gate)
     model.config.fam_max_rms = recipe.fam_max_rms or None
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
@@ -145,13 +146,43 @@ def build_model(recipe: Recipe, tokenizer):
     return model
 
 
+def param_groups(recipe: Recipe, model) -> list[dict]:
+    """Trainable parameters in groups: "weights" (lr), "fam_prompt" (fam_lr), "gates" (gate_lr),
+    "adapters" (LoRA A/B, lr). Empty groups are left out; no weight decay on the prompt / gates."""
+    groups = {"weights": [], "adapters": [], "fam_prompt": [], "gates": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith("fam_prompt"):
+            groups["fam_prompt"].append(p)
+        elif name.endswith("fam_gate"):
+            groups["gates"].append(p)
+        elif "lora_" in name:
+            groups["adapters"].append(p)
+        else:
+            groups["weights"].append(p)
+    lrs = {"weights": recipe.lr, "adapters": recipe.lr, "fam_prompt": recipe.fam_lr or recipe.lr,
+           "gates": recipe.gate_lr or recipe.lr}
+    return [{"name": n, "params": ps, "lr": lrs[n],
+             "weight_decay": 0.0 if n in ("fam_prompt", "gates") else recipe.weight_decay}
+            for n, ps in groups.items() if ps]
+
+
 def build_optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW, or torch's Adafactor. torch's Adafactor scales each update by max(eps2, RMS(param))
+    (eps2 = 1e-3), so a parameter that starts at zero (LoRA's B, a read gate) moves by ~1e-3 * lr
+    per step and never trains; its groups for LoRA adapters, the FAM prompt and the gates therefore
+    take eps2 = 1 (an absolute step of lr for parameters of RMS below 1: the parameter-scale factor
+    off). LoRA recipes use AdamW (the peft convention)."""
+    groups = param_groups(recipe, model)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
                                  weight_decay=recipe.weight_decay)
     # torch's Adafactor keeps no first moment (the paper's b1=0.9 has no equivalent here)
-    return torch.optim.Adafactor(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    for g in groups:
+        if g["name"] != "weights":
+            g["eps"] = (None, 1.0)
+    return torch.optim.Adafactor(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def lr_factor(recipe: Recipe):
