@@ -143,3 +143,24 @@ def test_sigkill_during_a_write_leaves_a_loadable_state(tmp_path):
     model = tiny("fam", L=8, m=1, F=2)
     assert FamCache.load(path, model).seen_tokens in (11, 29)
     assert [p.name for p in tmp_path.iterdir() if p.name != path.name and not p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("cut", [8, 13])
+def test_the_fam_reset_ablation_makes_every_block_read_the_initial_fam(cut):
+    """With m=0 a block that reads the initial FAM is a fresh stream started at that block, so
+    under FamResetEachBlock the logits of block b equal a new cache's at position b*L."""
+    from transformer_fam.evaluation.ablation import FamResetEachBlock
+
+    model = tiny("fam", L=8, m=0, F=2)
+    ids = ids_for(model, 2, 32)
+    ablated = FamResetEachBlock(model)
+    with torch.no_grad():
+        first = ablated(ids[:, :cut], use_cache=True)  # a call that ends mid-block, then the rest
+        rest = ablated(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
+        got = torch.cat((first.logits, rest.logits), dim=1)
+        plain = model(ids).logits
+        for b in range(4):
+            fresh = model(ids[:, 8 * b: 8 * b + 8], past_key_values=FamCache(model.config, position_offset=8 * b))
+            torch.testing.assert_close(got[:, 8 * b: 8 * b + 8], fresh.logits, atol=TOL, rtol=0)
+    assert (got[:, 8:] - plain[:, 8:]).abs().max() > 1e-2  # without the ablation the FAM carries context
+    torch.testing.assert_close(got[:, :8], plain[:, :8], atol=TOL, rtol=0)  # block 0 reads the initial FAM anyway

@@ -49,3 +49,20 @@ def test_cli_compares_modes(tmp_path):
     assert set(rec["modes"]) == {"full", "bswa", "fam"} and rec["tokens"] == 200
     assert all(r["0-4k"]["tokens"] == 199 for r in rec["modes"].values())
     assert (tmp_path / "o" / "ppl.png").exists()
+
+
+def test_cli_buckets_and_the_fam_reset_ablation(tmp_path):
+    model = tiny("fam")
+    model.save_pretrained(tmp_path / "m")
+    passkey_tokenizer().save_pretrained(tmp_path / "m")
+    text = tmp_path / "t.txt"
+    text.write_text("The grass is green. The sky is blue. " * 20)
+    assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "fam,fam-reset",
+                 "--buckets", "0,8,64", "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "ppl.json").read_text())
+    assert rec["buckets"] == ["0-8", "8-64", "64+"]
+    fam, reset = rec["modes"]["fam"], rec["modes"]["fam-reset"]
+    assert [fam[b]["tokens"] for b in rec["buckets"]] == [7, 56, 136]
+    assert abs(fam["0-8"]["loss"] - reset["0-8"]["loss"]) < 1e-5  # block 0 reads the initial FAM anyway
+    assert abs(fam["64+"]["loss"] - reset["64+"]["loss"]) > 1e-4  # later blocks lose what the FAM carried
+    assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--buckets", "5,10"]) == 2

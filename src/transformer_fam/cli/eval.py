@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pk.add_argument("--chunk-tokens", type=int, default=None, help="tokens per streamed call (default 16 blocks)")
     pk.add_argument("--attention-mode", default=None, choices=("full", "bswa", "fam"),
                     help="reload the weights in another mode")
+    pk.add_argument("--fam-reset", action="store_true",
+                    help="ablation: every block reads the initial FAM instead of the previous block's (is the "
+                    "memory used?)")
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
@@ -39,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ppl.add_argument("--model", required=True, help='model folder (save_pretrained + tokenizer), or "smollm2"')
     ppl.add_argument("--data", required=True,
                      help="a text file, a folder of .txt files, or passkey:N (one PassKey prompt with N filler tokens)")
-    ppl.add_argument("--modes", default="full,bswa,fam", help="attention modes to compare, comma separated")
+    ppl.add_argument("--modes", default="full,bswa,fam",
+                     help="attention modes to compare, comma separated; fam-reset is fam with the FAM reset to its "
+                     "initial value at every block (the ablation)")
     ppl.add_argument("--buckets", default="0,4096,16384,65536",
                      help="position bucket edges, comma separated, starting at 0 (the last bucket is open)")
     ppl.add_argument("--max-tokens", type=int, default=None, help="cut each text after this many tokens")
@@ -77,8 +82,16 @@ def run_passkey(args) -> int:
     if args.samples < 1 or args.batch_size < 1:
         raise UserError("--samples / --batch-size: must be >= 1")
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype)
+    if args.fam_reset:
+        from ..evaluation.ablation import FamResetEachBlock
+
+        try:
+            model = FamResetEachBlock(model)
+        except ValueError as err:
+            raise UserError(f"--fam-reset: {err}") from None
     out = _out_dir(args)
-    name = Path(args.model).name + (f" ({args.attention_mode})" if args.attention_mode else "")
+    name = Path(args.model).name + (f" ({args.attention_mode})" if args.attention_mode else "") + \
+        (" FAM reset each block" if args.fam_reset else "")
     t0 = time.time()
     results = evaluate_passkey(model, tokenizer, lengths, depths, args.samples, args.seed, args.batch_size,
                                args.chunk_tokens)
@@ -88,7 +101,8 @@ def run_passkey(args) -> int:
     else:
         print(format_table({f"depth {d}": row for d, row in results.items()}))
         plot_heatmap(results, out / "passkey.png", f"PassKey: {name}")
-    record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "samples": args.samples,
+    record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
+              "samples": args.samples,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
     (out / "passkey.json").write_text(json.dumps(record, indent=2))
@@ -102,9 +116,9 @@ def run_ppl(args) -> int:
     from ..plots import plot_ppl
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("full", "bswa", "fam")]
+    bad = [m for m in modes if m not in ("full", "bswa", "fam", "fam-reset")]
     if not modes or bad:
-        raise UserError(f"--modes {args.modes}: choose from full, bswa, fam")
+        raise UserError(f"--modes {args.modes}: choose from full, bswa, fam, fam-reset")
     try:
         buckets = make_buckets(int_list("--buckets", args.buckets))
     except ValueError as err:
@@ -112,7 +126,11 @@ def run_ppl(args) -> int:
     out = _out_dir(args)
     results, t0, texts = {}, time.time(), None
     for mode in modes:
-        model, tokenizer = load_model(args.model, mode, args.dtype)
+        model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype)
+        if mode == "fam-reset":
+            from ..evaluation.ablation import FamResetEachBlock
+
+            model = FamResetEachBlock(model)
         if texts is None:
             texts = load_texts(args.data, tokenizer)
             if args.max_tokens:

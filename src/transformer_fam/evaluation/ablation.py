@@ -1,0 +1,66 @@
+"""Is the memory used? The FAM-reset ablation: every block reads the initial FAM instead of the FAM
+the previous block wrote. A gain that survives this ablation is not a memory gain.
+
+    model = FamResetEachBlock(model)        # any evaluation that streams through the model
+    evaluate_passkey(model, tokenizer, [1024, 4096])
+
+The reset FAM is the learned prompt carried through the layers at the positions just before the
+block (rules F4, P3), exactly what a stream starting at that block would read.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..core.cache import FamCache
+
+
+@torch.no_grad()
+def reset_fam_(model, cache: FamCache) -> None:
+    """Replace every layer's FAM in ``cache`` by the initial FAM at the stream's current position."""
+    core = model.model
+    cfg, B = model.config, cache.batch_size
+    start = cache.position_offset + cache.seen_tokens
+    dtype = cache.layers[0].k.dtype
+    cos, sin = core._rope(torch.arange(-cfg.fam_length, 0, device=cache.layers[0].k.device) + start, dtype)
+    for i, initial in enumerate(core._initial_fams(cos, sin, dtype, start)):
+        fam, q, k, v = (t.expand(B, *t.shape[1:]) for t in initial)
+        cache.layers[i] = cache.layers[i].with_fam(fam, q, k, v)
+    cache.fam_is_initial = True
+
+
+class FamResetEachBlock:
+    """A fam-mode FamForCausalLM whose FAM is reset to its initial value after every block.
+
+    Calls are split at block boundaries; it answers ``model(ids, past_key_values=..., use_cache=...,
+    logits_to_keep=...)`` like the model (logits, cache), so the streaming evaluations take it as is.
+    """
+
+    def __init__(self, model):
+        if model.config.attention_mode != "fam":
+            raise ValueError(f"FamResetEachBlock: needs a fam-mode model, got {model.config.attention_mode}")
+        self.model, self.config = model, model.config
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def __call__(self, input_ids, past_key_values: FamCache | None = None, use_cache: bool = True,
+                 logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
+        L, T = self.config.block_size, input_ids.shape[1]
+        cache, pieces, pos = past_key_values, [], 0
+        while pos < T:
+            seen = cache.seen_tokens if cache is not None else 0
+            n = min(T - pos, L - seen % L)
+            out = self.model(input_ids[:, pos: pos + n], past_key_values=cache, use_cache=True, **kwargs)
+            cache = out.past_key_values
+            if cache.seen_tokens % L == 0:
+                reset_fam_(self.model, cache)
+            pieces.append(out.logits)
+            pos += n
+        logits = torch.cat(pieces, dim=1)
+        if logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(logits=logits, past_key_values=cache if use_cache else None)
