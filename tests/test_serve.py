@@ -220,3 +220,32 @@ def test_a_full_queue_answers_429(model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_fuzzed_bodies_never_break_the_server(server, client):
+    """Random bodies (fields of both endpoints with values of any type): every answer is a 2xx or a
+    4xx with an OpenAI-style error, never a 5xx, and the server keeps serving. Bounded: 40 bodies."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True),
+                       st.text(max_size=20), st.lists(st.integers(0, 5), max_size=3),
+                       st.just("tiny-fam"), st.just("w4 w5 w6"), st.just([{"role": "user", "content": "w4"}]))
+    keys = st.sampled_from(["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "stream", "stop",
+                            "seed", "n", "document_id", "text", "wait", "junk"])
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/documents"]),
+           body=st.dictionaries(keys, values, max_size=6))
+    def check(path, body):
+        if body.get("max_tokens") is not None and isinstance(body.get("max_tokens"), int):
+            body["max_tokens"] = max(-5, min(body["max_tokens"], 4))  # keep accepted requests short
+        if isinstance(body.get("text"), str):
+            body["text"] = body["text"][:20]
+        r = http("POST", server + path, content=json.dumps(body, allow_nan=True).encode())
+        assert r.status_code < 500, (path, body, r.text)
+        if r.status_code >= 400:
+            assert r.json()["error"]["message"]
+
+    check()
+    assert client.models.list().data[0].id == "tiny-fam"
