@@ -1,0 +1,373 @@
+"""Issue 13 probes: LoRA-fine-tune SmolLM2-135M-Instruct converted to FAM (or BSWA) on synthetic
+PassKey retrieval beyond the attention window, on a CPU budget; evaluate teacher-forced.
+
+    PYTHONPATH=src python benchmarks/smollm2_passkey_lora.py --mode fam --gate --minutes 8 --out runs/p1
+
+Data: the spec's PassKey prompt (docs/algorithm.md §10) with a random, non-block-aligned filler length
+chosen so that the question sits ``d`` blocks after the key's block, d drawn uniformly in
+[1, D] with a curriculum over D (``--curriculum 2:0,4:80`` = D 2 from step 0, D 4 from step 80),
+plus a share of in-window examples (d = 0); key depth 0, or uniform with ``--depth-mix``.
+Loss: cross-entropy on the 5 answer digits; optionally (``--distill``) hidden-state and logit
+distillation from the same weights in ``full`` mode with the adapters off (the teacher sees the
+whole context) at the question / answer positions.
+Eval: teacher-forced whole-key accuracy at several filler lengths (depth 0, new keys); with the
+read gate also with the gates closed (= BSWA, the memory not read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from transformer_fam import from_hf
+from transformer_fam.data.tokenizer import load_tokenizer
+from transformer_fam.evaluation.ablation import reset_fam_
+from transformer_fam.hf.smollm2 import smollm2_folder
+from transformer_fam.data.passkey import _build, random_key
+from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
+from transformer_fam.training.setup import fam_model
+
+
+def parse():
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", default="fam", choices=("fam", "bswa"))
+    p.add_argument("--gate", action="store_true", help="fam_read_gate option")
+    p.add_argument("--block", type=int, default=128)
+    p.add_argument("--mem", type=int, default=0)
+    p.add_argument("--F", type=int, default=16)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--fam-lr", type=float, default=1e-3)
+    p.add_argument("--gate-lr", type=float, default=1e-2)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--minutes", type=float, default=8)
+    p.add_argument("--curriculum", default="2:0,4:80", help="D:start_step,...")
+    p.add_argument("--p-inwindow", type=float, default=0.1)
+    p.add_argument("--depth-mix", type=float, default=0.0, help="share of examples with a uniform depth")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the hidden-state distillation")
+    p.add_argument("--kl", type=float, default=0.0, help="weight of the answer-logit KL to the teacher")
+    p.add_argument("--distill-span", type=int, default=12, help="positions before the answer distilled")
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--fp32", action="store_true")
+    p.add_argument("--eval-lengths", default="60,200,450,1000,2000")
+    p.add_argument("--eval-samples", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--multi", default="", help="nq:gap_lo:gap_hi dense multi-question data (e.g. 4:100:300)")
+    p.add_argument("--save-final", action="store_true", help="write OUT/final (LoRA merged) for fam eval passkey")
+    p.add_argument("--bench", action="store_true", help="time fp32 vs bf16 fwd+bwd once, then exit")
+    return p.parse_args()
+
+
+class Data:
+    def __init__(self, tok, L, seed):
+        self.tok, self.L, self.rng = tok, L, random.Random(seed)
+        ids, spans = _build(0, 12345, 0.0, tok)
+        a0, a1 = spans["answer"]
+        self.head = len(ids) - (a1 - a0) - len(tok.encode(" What is the pass key? The pass key is",
+                                                          add_special_tokens=False))
+        self.qa = len(ids) - self.head
+
+    def filler_for(self, d: int) -> int:
+        L = self.L
+        lo, hi = max(0, d * L - self.head), (d + 1) * L - self.head - self.qa
+        return self.rng.randint(lo, max(lo, hi))
+
+    def batch(self, B, D, p_in, depth_mix):
+        d = 0 if self.rng.random() < p_in else self.rng.randint(1, D)
+        n = self.filler_for(d)
+        depth = self.rng.random() if self.rng.random() < depth_mix else 0.0
+        rows, keys = [], []
+        for _ in range(B):
+            k = random_key(self.rng)
+            ids, spans = _build(n, k, depth, self.tok)
+            rows.append(ids)
+            keys.append(k)
+        return torch.tensor(rows), spans["answer"], d
+
+
+class MultiData(Data):
+    """Dense retrieval supervision: after the key, ``nq`` rounds of (random filler of gap tokens,
+    question, answer); every answer is a target. With m memory blocks, an answer whose last
+    occurrence of the key (the key sentence or an earlier answer) lies outside its window can
+    only come from the FAM."""
+
+    def batch_multi(self, B, nq, gap_lo, gap_hi, m):
+        from transformer_fam.data.passkey import INTRO, KEY_TEMPLATE, QUESTION, _encode, filler_ids
+
+        tok, L = self.tok, self.L
+        gaps = [self.rng.randint(gap_lo, gap_hi) for _ in range(nq)]
+        rows, spans = [], []
+        for r in range(B):
+            k = random_key(self.rng)
+            ids = _encode(tok, INTRO, True)
+            head = _encode(tok, KEY_TEMPLATE.format(key=k), False)
+            last_key = len(ids) + len(head) - 1  # where the key was last seen (end of the key sentence)
+            ids += head
+            spans = []
+            for g in gaps:
+                ids += filler_ids(tok, g) + _encode(tok, QUESTION, False)
+                a0 = len(ids)
+                ids += _encode(tok, str(k), False)
+                a1 = len(ids)
+                needs = last_key // L < a0 // L - m  # key outside this answer's window
+                spans.append((a0, a1, needs))
+                last_key = a1 - 1
+            rows.append(ids)
+        return torch.tensor(rows), spans
+
+
+def answer_logits(model, ids, a0, a1, **kw):
+    out = model(input_ids=ids, logits_to_keep=ids.shape[1] - a0 + 1, **kw)
+    return out, out.logits[:, : a1 - a0]  # positions a0-1 .. a1-2 predict a0 .. a1-1
+
+
+@contextlib.contextmanager
+def teacher_mode(peft_model):
+    cfg = fam_model(peft_model).config
+    mode = cfg.attention_mode
+    cfg.attention_mode = "full"
+    try:
+        with torch.no_grad(), peft_model.disable_adapter():
+            yield
+    finally:
+        cfg.attention_mode = mode
+
+
+@contextlib.contextmanager
+def gates_closed(peft_model):
+    gates = read_gates(peft_model)
+    saved = {n: g.detach().clone() for n, g in gates.items()}
+    with torch.no_grad():
+        for g in gates.values():
+            g.zero_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, g in gates.items():
+                g.copy_(saved[n])
+
+
+@torch.no_grad()
+def eval_tf(model, tok, lengths, samples, bf16, seed=123, depth=0.0, chunk=8):
+    model.eval()
+    res = {}
+    for n in lengths:
+        rng = random.Random(f"{seed}-{n}-{depth}")
+        right, digits = 0, 0.0
+        for s in range(0, samples, chunk):
+            rows = []
+            for _ in range(min(chunk, samples - s)):
+                ids, spans = _build(n, random_key(rng), depth, tok)
+                rows.append(ids)
+            ids = torch.tensor(rows)
+            a0, a1 = spans["answer"]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, lg = answer_logits(model, ids, a0, a1)
+            right += int((lg.argmax(-1) == ids[:, a0:a1]).all(-1).sum())
+            digits += float((lg.argmax(-1) == ids[:, a0:a1]).float().mean(-1).sum())
+        res[str(n)] = right / samples
+        res[f"{n}_digits"] = round(digits / samples, 3)
+    return res
+
+
+@torch.no_grad()
+def eval_tf_reset(model, tok, lengths, samples, bf16, seed=123, depth=0.0, chunk=8):
+    """Teacher-forced accuracy with the FAM reset to its initial value after every block: the
+    prompt is streamed block by block and each layer's FAM (and its q / k / v) is replaced by the
+    learned prompt carried through the layers, at the positions of that block's FAM; the next
+    update then starts from it with a zero residual, as after the first block."""
+    from transformer_fam import FamCache
+
+    model.eval()
+    base = fam_model(model)
+    cfg = base.config
+    L = cfg.block_size
+    res = {}
+    for n in lengths:
+        rng = random.Random(f"{seed}-{n}-{depth}")
+        right, digits = 0, 0.0
+        for s in range(0, samples, chunk):
+            rows = []
+            for _ in range(min(chunk, samples - s)):
+                ids, spans = _build(n, random_key(rng), depth, tok)
+                rows.append(ids)
+            ids = torch.tensor(rows)
+            a0, a1 = spans["answer"]
+            cache, logits = FamCache(cfg), []
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                for b0 in range(0, ids.shape[1], L):
+                    out = model(input_ids=ids[:, b0:b0 + L], past_key_values=cache, use_cache=True)
+                    cache = out.past_key_values
+                    logits.append(out.logits[:, max(0, a0 - 1 - b0): max(0, a1 - 1 - b0)])
+                    if b0 + L <= ids.shape[1]:  # a complete block: reset the FAM it produced
+                        with torch.autocast("cpu", enabled=False):
+                            reset_fam_(base, cache)
+            lg = torch.cat(logits, 1)
+            right += int((lg.argmax(-1) == ids[:, a0:a1]).all(-1).sum())
+            digits += float((lg.argmax(-1) == ids[:, a0:a1]).float().mean(-1).sum())
+        res[str(n)] = right / samples
+        res[f"{n}_digits"] = round(digits / samples, 3)
+    return res
+
+
+def main():
+    a = parse()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(smollm2_folder())
+    extra = {"fam_read_gate": True} if a.gate else {}
+    model = from_hf("smollm2", attention_mode=a.mode, block_size=a.block, mem_segments=a.mem, fam_length=a.F,
+                    dtype=torch.float32, **extra)
+    peft = apply_lora(model, rank=a.rank, alpha=a.alpha)
+    bf16 = not a.fp32
+    data = MultiData(tok, a.block, a.seed)
+    if a.bench:
+        ids = torch.randint(0, 1000, (4, 384))
+        for name, on in (("fp32", False), ("bf16", True), ("fp32", False), ("bf16", True)):
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+                loss = peft(input_ids=ids, labels=ids).loss
+            loss.backward()
+            print(name, f"{time.perf_counter() - t:.2f}s fwd+bwd 4x384", flush=True)
+        return
+    groups = [{"params": [p for n, p in peft.named_parameters() if p.requires_grad and "lora_" in n], "lr": a.lr},
+              {"params": [p for n, p in peft.named_parameters() if p.requires_grad and n.endswith("fam_prompt")],
+               "lr": a.fam_lr},
+              {"params": list(read_gates(peft).values()), "lr": a.gate_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.99), weight_decay=0.0)
+    cur = sorted((int(s), int(d)) for d, s in (x.split(":") for x in a.curriculum.split(",")))
+    log = open(out / "metrics.jsonl", "w")
+    (out / "args.json").write_text(json.dumps(vars(a), indent=1))
+    lengths = [int(x) for x in a.eval_lengths.split(",")]
+    t_start, tokens, step = time.time(), 0, 0
+    print(f"head {data.head} qa {data.qa}", flush=True)
+    while step < a.steps and time.time() - t_start < a.minutes * 60:
+        D = [d for s, d in cur if s <= step][-1]
+        peft.train()
+        if a.multi:
+            nq, glo, ghi = (int(x) for x in a.multi.split(":"))
+            ids, spans = data.batch_multi(a.batch, nq, glo, ghi, a.mem)
+            need_h = a.distill > 0
+            if need_h:  # teacher: the same weights in full mode, adapters off, whole context
+                with teacher_mode(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    t_out = peft(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                s_out = peft(input_ids=ids, output_hidden_states=need_h)
+            lg = s_out.logits
+            lg_pred = torch.cat([lg[:, a0 - 1:a1 - 1] for a0, a1, _ in spans], 1).float()
+            tgt = torch.cat([ids[:, a0:a1] for a0, a1, _ in spans], 1)
+            loss = ce = F.cross_entropy(lg_pred.reshape(-1, lg_pred.shape[-1]), tgt.reshape(-1))
+            hid = None
+            if need_h:  # hidden states at the question / answer positions of answers that need memory
+                pos = torch.cat([torch.arange(a0 - a.distill_span, a1 - 1) for a0, a1, n in spans if n] or
+                                [torch.arange(a0 - a.distill_span, a1 - 1) for a0, a1, _ in spans])
+                hid = 0.0
+                for hs_s, hs_t in zip(s_out.hidden_states[1:], t_out.hidden_states[1:]):
+                    t = hs_t[:, pos].float()
+                    rms = t.pow(2).mean().sqrt() + 1e-6
+                    hid = hid + F.smooth_l1_loss(hs_s[:, pos].float() / rms, t / rms, beta=1.0)
+                hid = hid / (len(s_out.hidden_states) - 1)
+                loss = loss + a.distill * hid
+            right = torch.stack([(lg[:, a0 - 1:a1 - 1].argmax(-1) == ids[:, a0:a1]).all(-1) for a0, a1, _ in spans], 1)
+            needs = torch.tensor([n for _, _, n in spans])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], a.clip)
+            opt.step()
+            step += 1
+            tokens += ids.numel()
+            gates = read_gates(peft)
+            rec = dict(step=step, T=ids.shape[1], ce=float(ce), hid=None if hid is None else float(hid),
+                       n_mem=int(needs.sum()),
+                       acc_mem=float(right[:, needs].float().mean()) if needs.any() else None,
+                       acc_win=float(right[:, ~needs].float().mean()) if (~needs).any() else None,
+                       gn=float(gn), tokens=tokens, min=(time.time() - t_start) / 60,
+                       gate=max((float(torch.tanh(g).abs().max()) for g in gates.values()), default=0.0))
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if step % 10 == 0 or step == 1:
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+            continue
+        ids, (a0, a1), d = data.batch(a.batch, D, a.p_inwindow, a.depth_mix)
+        need_h = a.distill > 0
+        if need_h or a.kl > 0:
+            with teacher_mode(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                t_out, t_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            s_out, s_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
+        s_lg = s_lg.float()
+        ce = F.cross_entropy(s_lg.reshape(-1, s_lg.shape[-1]), ids[:, a0:a1].reshape(-1))
+        loss = ce
+        rec = {}
+        if a.kl > 0:
+            kl = F.kl_div(F.log_softmax(s_lg, -1), F.log_softmax(t_lg.float(), -1), log_target=True,
+                          reduction="batchmean") / (a1 - a0)
+            loss = loss + a.kl * kl
+            rec["kl"] = float(kl)
+        if need_h:
+            lo = a0 - a.distill_span
+            hs = 0.0
+            for hs_s, hs_t in zip(s_out.hidden_states[1:], t_out.hidden_states[1:]):
+                t = hs_t[:, lo:a1 - 1].float()
+                rms = t.pow(2).mean().sqrt() + 1e-6  # one scale per layer (robust to tiny vectors)
+                hs = hs + F.smooth_l1_loss(hs_s[:, lo:a1 - 1].float() / rms, t / rms, beta=1.0)
+            hs = hs / (len(s_out.hidden_states) - 1)
+            loss = loss + a.distill * hs
+            rec["hid"] = float(hs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], a.clip)
+        opt.step()
+        step += 1
+        tokens += ids.numel()
+        acc = float((s_lg.argmax(-1) == ids[:, a0:a1]).all(-1).float().mean())
+        gates = read_gates(peft)
+        rec.update(step=step, d=d, T=ids.shape[1], ce=float(ce), acc=acc, gn=float(gn), tokens=tokens,
+                   min=(time.time() - t_start) / 60,
+                   gate=max((float(torch.tanh(g).abs().max()) for g in gates.values()), default=0.0))
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if step % 10 == 0 or step == 1:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+    b = torch.cat([p.detach().flatten() for n, p in peft.named_parameters() if "lora_B" in n])
+    train_min = (time.time() - t_start) / 60
+    save_lora(peft, out / "adapter")
+    result = {"steps": step, "tokens": tokens, "train_min": round(train_min, 2), "lora_b_rms": float(b.pow(2).mean().sqrt())}
+    result["tf"] = eval_tf(peft, tok, lengths, a.eval_samples, bf16)
+    print("eval tf", result["tf"], flush=True)
+    if read_gates(peft):
+        with gates_closed(peft):
+            result["tf_gates_closed"] = eval_tf(peft, tok, lengths, a.eval_samples, bf16)
+        print("eval tf gates closed", result["tf_gates_closed"], flush=True)
+    if a.mode == "fam":
+        result["tf_fam_reset"] = eval_tf_reset(peft, tok, lengths, a.eval_samples, bf16)
+        print("eval tf fam reset every block", result["tf_fam_reset"], flush=True)
+    if a.save_final:
+        import copy
+
+        from transformer_fam.hf.lora import merge_lora
+
+        merged = fam_model(merge_lora(copy.deepcopy(peft)))
+        merged.save_pretrained(out / "final")
+        tok.save_pretrained(out / "final")
+    result["eval_min"] = round((time.time() - t_start) / 60 - train_min, 2)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
