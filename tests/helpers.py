@@ -12,14 +12,16 @@ from transformer_fam import FamConfig, FamForCausalLM
 TOL = 1e-4
 
 
-def tiny(mode="fam", L=8, m=1, F=2, heads=4, kv_heads=2, hidden=32, layers=2, seed=0, **kw):
+def tiny(mode="fam", L=8, m=1, F=2, heads=4, kv_heads=2, hidden=32, layers=2, seed=0, vocab=61, prompt_std=1.0,
+         **kw):
+    """A tiny FamForCausalLM in eval mode (seeded); ``prompt_std`` None keeps the default FAM prompt init."""
     torch.manual_seed(seed)
-    cfg = FamConfig(vocab_size=61, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+    cfg = FamConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                     num_attention_heads=heads, num_key_value_heads=kv_heads, attention_mode=mode,
                     block_size=L, mem_segments=m, fam_length=F, **kw)
     model = FamForCausalLM(cfg).eval()
-    if model.fam_prompt is not None:  # a prompt of the same scale as the hidden states
-        torch.nn.init.normal_(model.fam_prompt, std=1.0)
+    if model.fam_prompt is not None and prompt_std is not None:  # a prompt of the scale of the hidden states
+        torch.nn.init.normal_(model.fam_prompt, std=prompt_std)
     return model
 
 

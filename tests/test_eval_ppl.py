@@ -5,17 +5,14 @@ import json
 import pytest
 import torch
 
-from transformer_fam import FamConfig, FamForCausalLM
+import helpers
 from transformer_fam.cli import main
 from transformer_fam.data.passkey import passkey_tokenizer
 from transformer_fam.evaluation.perplexity import bucket_of, evaluate_texts, token_metrics
 
 
 def tiny(mode="fam"):
-    torch.manual_seed(0)
-    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                    attention_mode=mode, block_size=8, mem_segments=1, fam_length=2)
-    return FamForCausalLM(cfg).eval()
+    return helpers.tiny(mode, L=8, m=1, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
 
 
 @pytest.mark.parametrize("mode", ["full", "bswa", "fam"])
