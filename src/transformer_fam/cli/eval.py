@@ -66,8 +66,10 @@ def _out_dir(args) -> Path:
         out = Path(args.out)
     elif Path(args.model).is_dir():
         out = Path(args.model)
+    elif args.model == "smollm2":
+        raise UserError("--model smollm2: pass --out for the results (there is no model folder to write into)")
     else:
-        raise UserError(f"--model {args.model}: not a folder; pass --out for the results")
+        raise UserError(f"--model {args.model}: no such folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
