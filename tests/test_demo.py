@@ -9,7 +9,8 @@ import torch
 
 from transformer_fam.experiments import passkey_demo as demo
 from transformer_fam.cli import build_parser, main
-from transformer_fam.data.passkey import passkey_batch, passkey_tokenizer
+from transformer_fam.data.passkey import passkey_batch, passkey_spans, passkey_tokenizer
+from transformer_fam.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,10 @@ def test_models_are_the_same_size_and_the_papers_setup():
     fam, bswa = demo.make_model(demo.FULL, "fam", 64), demo.make_model(demo.FULL, "bswa", 64)
     assert (fam.config.attention_mode, fam.config.mem_segments) == ("fam", 0)
     assert (bswa.config.attention_mode, bswa.config.mem_segments) == ("bswa", 1)
+    # issue 14's unaligned recipe gives FAM the same memory block as BSWA; the default stays aligned
+    assert demo.make_model(demo.UNALIGNED, "fam", 64).config.mem_segments == 1
+    assert demo.ALIGNED is demo.FULL and demo.RECIPES["aligned"] is demo.FULL
+    assert demo.final_multiple(demo.FULL) == demo.FULL.filler_multiple and demo.FULL.drift_weight == 0
     n_fam, n_bswa = (sum(p.numel() for p in m.parameters()) for m in (fam, bswa))
     assert n_fam - n_bswa == fam.config.fam_length * fam.config.hidden_size  # only the learned initial FAM
     # the longest training filler puts the key >= 8 blocks (FAM updates) before the question
@@ -30,6 +35,61 @@ def test_models_are_the_same_size_and_the_papers_setup():
     key_block, question_block = 32 // L, (a0 - 9) // L
     assert question_block - key_block >= 8
     assert max(demo.FULL.eval_lengths) >= 64 * demo.FULL.train_max_filler
+
+
+def test_set_overrides_and_drift_loss(tok):
+    r = demo.apply_overrides(demo.UNALIGNED, ["lr=0.002", "eval_lengths=0,100", "depth=null", "final_multiple=4"])
+    assert (r.lr, r.eval_lengths, r.depth, r.final_multiple) == (0.002, [0, 100], None, 4)
+    assert demo.apply_overrides(demo.FULL, ["lr=1"]).lr == 1.0 and isinstance(demo.apply_overrides(
+        demo.FULL, ["lr=1"]).lr, float)
+    for bad in (["nope=1"], ["lr"], ["lr=abc"]):
+        with pytest.raises(UserError, match="--set"):
+            demo.apply_overrides(demo.FULL, bad)
+    torch.manual_seed(0)
+    model = demo.make_model(demo.UNALIGNED, "fam", 64)
+    probe = demo.KeyProbe(model.config, drift_slots=16)
+    ids, labels, _, span = passkey_batch(2, 100, tok, random.Random(0))
+    key_end = passkey_spans(100, 0.0, tok)["key_sentence_end"]
+    out, _, drift = demo.episode_forward(model, probe, ids, labels, span, key_end=key_end)
+    ref = model(ids, labels=labels)
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=0)
+    assert 0 < drift.item() < 1
+    out2, _, drift2 = demo.episode_forward(model, probe, ids, labels, span, grad_tokens=32, key_end=key_end)
+    assert out2.logits.shape[1] < ids.shape[1] and abs(drift2.item() - drift.item()) < 1e-4
+
+
+def test_cli_recipe_and_set_flags(tmp_path, capsys):
+    args = build_parser().parse_args(["demo", "--recipe", "unaligned", "--set", "lr=0.002", "--set", "steps=3"])
+    assert args.recipe == "unaligned" and args.set == ["lr=0.002", "steps=3"]
+    assert build_parser().parse_args(["demo"]).recipe == "aligned"
+    assert main(["demo", "--set", "nope=1", "--out", str(tmp_path / "d")]) == 2
+    assert "--set nope=1" in capsys.readouterr().err
+
+
+def test_long_phase_carries_each_rows_fam_into_the_next_step(tok, monkeypatch):
+    """long_carry=1: every long-phase step after the first starts from a FamCache built from the FAM
+    each row ended the previous step with (rows cycled when the batch sizes differ)."""
+    recipe = replace(demo.QUICK, long_steps=3, long_seconds=60, long_carry=1.0, batch_size=2, long_batch_size=1,
+                     hidden_size=32, heads=2, train_max_filler=32, long_max_filler=64, long_grad_tokens=16)
+    torch.manual_seed(0)
+    model = demo.make_model(recipe, "fam", 64)
+    starts, ends = [], []
+    real_step = demo._train_step
+
+    def spy(model, probe, opt, recipe, ids, labels, span, cache=None, *rest):
+        starts.append(None if cache is None else ([f.clone() for f in cache.carried_fam], ids.shape[0]))
+        loss, acc, out_cache = real_step(model, probe, opt, recipe, ids, labels, span, cache, *rest)
+        ends.append([f.detach().clone() for f in out_cache.fam_state()])
+        return loss, acc, out_cache
+
+    monkeypatch.setattr(demo, "_train_step", spy)
+    log = []
+    demo.train_long(model, tok, recipe, 0, "l", log, demo.KeyProbe(model.config))
+    assert starts[0] is None and len(starts) == 3 and log[0]["phase"] == "long"
+    for start, previous in zip(starts[1:], ends[:-1]):
+        fams, batch = start
+        rows = torch.arange(batch) % previous[0].shape[0]
+        assert all(torch.equal(a, b[rows]) for a, b in zip(fams, previous))
 
 
 def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):

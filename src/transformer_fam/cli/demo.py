@@ -2,6 +2,8 @@
 
     fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
     fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+    fam demo --recipe unaligned --fam-only --threads 1 --seed 0   # issue 14's any-length recipe (seed-dependent)
+    fam demo --fam-only --set drift_weight=0 --set eval_lengths=0,100,1000   # recipe fields changed
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from ..errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
+    parser.add_argument("--recipe", choices=["aligned", "unaligned"], default="aligned",
+                        help="aligned: block-aligned fillers, FAM m=0 (default); unaligned: fillers of any length, "
+                             "FAM m=1, drift loss (issue 14; seed-dependent, see docs/results.md); "
+                             "--quick is always aligned")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, metavar="S,S,...",
                         help="run the demo once per seed (into OUT/seed-S) and report the minimum and median "
@@ -26,17 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "RMS <= C after each update (an option that bounds the FAM norm; NOT the paper's "
                              "form, which is the default)")
     parser.add_argument("--fam-only", action="store_true", help="train and evaluate the FAM model only (no BSWA)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one DemoRecipe field (repeatable), e.g. --set lr=2e-3 "
+                             "--set eval_lengths=0,100,1000 --set depth=null; values are parsed as JSON, "
+                             "lists as comma separated")
 
 
 def run(args) -> int:
-    from ..experiments.passkey_demo import FULL, QUICK, run_demo, run_seeds
+    from ..experiments.passkey_demo import QUICK, RECIPES, apply_overrides, run_demo, run_seeds
     from .common import int_list
 
-    recipe = QUICK if args.quick else FULL
+    recipe = QUICK if args.quick else RECIPES[getattr(args, "recipe", "aligned")]
     if args.fam_max_rms is not None:
         if not args.fam_max_rms > 0 or math.isinf(args.fam_max_rms):
             raise UserError("--fam-max-rms: give a finite number > 0")
         recipe = replace(recipe, fam_max_rms=args.fam_max_rms)
+    recipe = apply_overrides(recipe, getattr(args, "set", None) or [])
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be >= 1")
     if args.seeds:

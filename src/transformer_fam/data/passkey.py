@@ -107,10 +107,19 @@ def _build(filler_tokens: int, key: int, depth: float, tokenizer) -> tuple[list[
     ids = _encode(tokenizer, INTRO, first=True) + filler[:before]
     key_start = len(ids) + len(_encode(tokenizer, head.strip(), first=False))
     ids += _encode(tokenizer, key_sentence, first=False)
+    key_end = len(ids)
     ids += filler[before:] + _encode(tokenizer, QUESTION, first=False)
     start = len(ids)
     ids += _encode(tokenizer, str(key), first=False)
-    return ids, {"answer": (start, len(ids)), "first_key": (key_start, key_start + len(ids) - start)}
+    return ids, {"answer": (start, len(ids)), "first_key": (key_start, key_start + len(ids) - start),
+                 "key_sentence_end": key_end}
+
+
+def passkey_spans(filler_tokens: int, depth: float, tokenizer) -> dict:
+    """Token spans of a PassKey example (the same for every 5-digit key when digits are single
+    tokens): "answer" (start, end), "first_key" (start, end), "key_sentence_end" (index after the
+    key sentence)."""
+    return _build(filler_tokens, KEY_MIN, depth, tokenizer)[1]
 
 
 def passkey_batch(batch_size: int, filler_tokens: int, tokenizer, rng: random.Random, depth: float | None = 0.0,

@@ -2,19 +2,24 @@
 evaluate both far beyond the training length, and show that only FAM keeps the key (paper Fig. 3a).
 
     fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
-    fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+    fam demo --recipe unaligned --fam-only --threads 1 --seed 0   # issue 14's any-length recipe (seed-dependent)
+    fam demo --quick                # the block-aligned recipe, 400 curriculum steps, fillers <= 48
+    fam demo --fam-only --seed 1 --threads 1 --set drift_weight=0   # FAM only, one recipe field changed
     fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
 
-Both models train side by side (one process, one thread each) with the same curriculum: fillers
-in whole blocks, lengthened when the running answer accuracy passes 0.9, loss on the answer digits.
-FAM (mem_segments 0, the paper's PassKey setup) additionally gets a training-only key probe on its
-FAM state (it breaks the write/read plateau) and then a phase of long fillers streamed through
-the FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
-model: docs/results.md.
+Both models train with the same curriculum: fillers in whole blocks (ALIGNED, the default) or of
+any token count (UNALIGNED: the answer anywhere in its block), lengthened when the running answer
+accuracy passes 0.9, loss on the answer digits. FAM (m = 0, the paper's PassKey setup; m = 1 like
+BSWA in UNALIGNED) additionally gets training-only losses on its FAM state: a key probe (it breaks
+the write/read plateau) and, in UNALIGNED, a drift loss (1 - cos between each FAM slot after the
+key sentence and entering the answer's block); then a phase of long fillers streamed through the
+FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
+models: docs/results.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -28,7 +33,7 @@ from ..core.cache import FamCache
 from ..core.config import FamConfig
 from ..core.model import FamForCausalLM, next_token_loss
 from ..core.streaming import stream
-from ..data.passkey import passkey_batch, passkey_tokenizer
+from ..data.passkey import passkey_batch, passkey_spans, passkey_tokenizer
 from ..evaluation.passkey import evaluate_passkey, format_table
 from ..plots import plot_accuracy
 
@@ -45,10 +50,16 @@ class DemoRecipe:
     train_max_filler: int = 128  # longest fully backpropagated filler (tokens): the key sits 8+ blocks before the question
     start_filler: int = 0
     filler_step: int = 16
-    filler_multiple: int = 16  # training fillers are whole blocks: the answer sits at a fixed place in its block
+    filler_multiple: int = 16  # curriculum fillers start as whole blocks: the answer sits at a fixed place in its block
+    final_multiple: int | None = None  # the multiple halves down to this (1: any length; None: filler_multiple)
+    #                                    once the filler reaches dealign_at; the carried and long phases use it
+    dealign_at: int = 1 << 30  # (capped at train_max_filler); then the length curriculum goes on at final_multiple
     depth: float | None = 0.0  # key depth in training (0: the spec's format); None draws it per batch
     loss_on: str = "answer"  # "answer": the digits only; "all": every predictable token
     probe_weight: float = 1.0  # auxiliary key probe on the FAM entering the answer's block (training only)
+    drift_weight: float = 0.0  # auxiliary: 1 - cos between the probe's FAM slots right after the key sentence
+    #                            and entering the answer's block (training only; pushes a stationary key memory)
+    drift_slots: int = 0  # FAM slots the drift loss covers (0: the probe's key slots, 5)
     promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
     batch_size: int = 16
     lr: float = 3e-3
@@ -64,22 +75,68 @@ class DemoRecipe:
     long_grad_tokens: int = 128  # backprop through the last this many tokens before the answer's block
     long_fraction: float = 0.5  # share of long episodes; the rest are curriculum-range episodes
     long_batch_size: int = 8
+    short_log_fraction: float = 0.0  # share of the long phase's short episodes with log-uniform fillers (0 included)
+    long_carry: float = 0.0  # probability (after the ramp) that a long-phase episode starts from the FAM its row
+    #                          ended the previous step with (the new key must overwrite the old one)
+    long_carry_ramp: int = 0  # long-phase steps over which that probability ramps up linearly from 0
     eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                              8192, 16384, 32768])
     eval_samples: int = 50
     threads: int = 2
     fam_max_rms: float | None = None  # FAM model's FamConfig.fam_max_rms (None: the paper's additive update)
+    fam_mem_segments: int = 0  # FAM model's memory blocks (0: the paper's PassKey setup; BSWA always has 1)
 
 
-FULL = DemoRecipe()
+FULL = DemoRecipe()  # the block-aligned recipe (FAM m = 0, whole-block fillers): every seed leaves its plateau
+ALIGNED = FULL
+# Issue 14's candidate: fillers of any token count (the answer anywhere in its block), FAM with
+# one memory block like BSWA (with m = 0 the unaligned curriculum did not leave the 0-16 filler
+# plateau), and the drift loss on every FAM slot. Seed 0: >= 94% at every length to 1000 (2x
+# the longest training filler), 44% at 2048; seeds 1 and 2 never left the 0-16 plateau.
+UNALIGNED = replace(DemoRecipe(), fam_mem_segments=1, filler_multiple=1, final_multiple=1, steps=2500,
+                    seconds=900.0, drift_weight=10.0, drift_slots=16, short_log_fraction=0.2,
+                    eval_lengths=[0, 16, 37, 100, 128, 250, 512, 777, 1000, 2048, 3001, 5000, 8192, 16384])
 QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=600.0, long_steps=0,
                 eval_lengths=[0, 16, 48, 192, 768, 3072], eval_samples=20)
+RECIPES = {"aligned": ALIGNED, "unaligned": UNALIGNED}
+
+
+def apply_overrides(recipe: DemoRecipe, items: list[str]) -> DemoRecipe:
+    """DemoRecipe with FIELD=VALUE overrides (`fam demo --set`): values parsed as JSON (null: None),
+    list fields as comma-separated JSON values; raises UserError on an unknown field or a bad value."""
+    from ..errors import UserError
+
+    fields = {f.name: f for f in DemoRecipe.__dataclass_fields__.values()}
+    changes = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise UserError(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        current = getattr(recipe, name)
+        try:
+            if isinstance(current, list):
+                kind = type(current[0]) if current else int
+                value = [kind(json.loads(x)) for x in text.split(",") if x.strip()]
+            else:
+                value = json.loads(text)
+                if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+        except (ValueError, TypeError) as err:
+            raise UserError(f"--set {item}: {err}") from err
+        changes[name] = value
+    return replace(recipe, **changes)
+
+
+def final_multiple(recipe: DemoRecipe) -> int:
+    """The filler multiple after dealigning (and of the carried and long phases)."""
+    return recipe.filler_multiple if recipe.final_multiple is None else recipe.final_multiple
 
 
 def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM:
     cfg = FamConfig(vocab_size=vocab_size, hidden_size=recipe.hidden_size, intermediate_size=2 * recipe.hidden_size,
                     num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, attention_mode=mode,
-                    block_size=recipe.block_size, mem_segments=0 if mode == "fam" else 1,
+                    block_size=recipe.block_size, mem_segments=recipe.fam_mem_segments if mode == "fam" else 1,
                     fam_length=recipe.fam_length, max_position_embeddings=1 << 20,
                     fam_max_rms=recipe.fam_max_rms if mode == "fam" else None,
                     pad_token_id=0, bos_token_id=2, eos_token_id=3)
@@ -97,25 +154,26 @@ class KeyProbe(torch.nn.Module):
     FAM that enters the answer's block. It gives the FAM's write path a direct signal (the answer
     alone reaches it only through the read attention: a plateau) and is discarded after training."""
 
-    def __init__(self, config: FamConfig, digits: int = 5):
+    def __init__(self, config: FamConfig, digits: int = 5, drift_slots: int = 0):
         super().__init__()
         self.digits = min(digits, config.fam_length)
+        self.drift_slots = min(drift_slots, config.fam_length) or self.digits
         self.heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, 10 * self.digits)
                                          for _ in range(config.num_hidden_layers))
         self.norm = torch.nn.RMSNorm(config.hidden_size, elementwise_affine=False)
 
     def forward_with_probe(self, model, ids, labels, span, cache: FamCache | None = None):
-        L = model.config.block_size
-        cut = (span[0] // L) * L  # block boundary at or before the first answer token
-        first = model(ids[:, :cut], past_key_values=cache, use_cache=True)
-        fam = first.past_key_values.fam_state()
-        second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
-        logits = torch.cat((first.logits, second.logits), dim=1)
-        loss = next_token_loss(logits, labels)
-        from transformers.modeling_outputs import CausalLMOutputWithPast
+        out, probe_loss, _ = episode_forward(model, self, ids, labels, span, cache=cache)
+        return out, probe_loss
 
-        return (CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values),
-                self.loss(fam, ids, span))
+    def drift(self, before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
+        """Mean over layers and the drift slots of 1 - cos(FAM slot right after the key sentence
+        (detached), the same slot entering the answer's block): 0 when the key memory is stationary."""
+        D = self.drift_slots
+        total = 0.0
+        for f0, f1 in zip(before, after):
+            total = total + (1 - torch.nn.functional.cosine_similarity(f0[:, :D].detach(), f1[:, :D], dim=-1)).mean()
+        return total / len(after)
 
     def loss(self, fam: list[torch.Tensor], ids: torch.Tensor, span) -> torch.Tensor:
         """Mean over layers of the cross-entropy of digit j read from FAM slot j; fam: per layer (B, F, d)."""
@@ -132,20 +190,34 @@ def _sample_filler(rng: random.Random, longest: int, multiple: int) -> int:
     return rng.randint(0, longest // multiple) * multiple
 
 
-def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span,
-                cache: FamCache | None = None) -> tuple[float, float, object]:
-    """One optimiser step on a batch; ``cache``: a stream to continue (a carried FAM), else fresh."""
-    if probe is None:
+def _batch(recipe: DemoRecipe, batch_size: int, filler: int, tokenizer, rng: random.Random):
+    """passkey_batch at the recipe's depth (drawn here when random: the same RNG use)
+    -> ids, labels, span, key_end (the index after the key sentence; None without the drift loss)."""
+    d = rng.random() if recipe.depth is None else recipe.depth
+    ids, labels, _, span = passkey_batch(batch_size, filler, tokenizer, rng, d, recipe.loss_on)
+    key_end = passkey_spans(filler, d, tokenizer)["key_sentence_end"] if recipe.drift_weight > 0 else None
+    return ids, labels, span, key_end
+
+
+def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache: FamCache | None = None,
+                key_end: int | None = None, grad_tokens: int | None = None) -> tuple[float, float, object]:
+    """One optimiser step on a batch; ``cache``: a stream to continue (a carried FAM), else fresh;
+    ``grad_tokens``: truncated backpropagation (see episode_forward); ``key_end``: for the drift loss."""
+    if probe is None and grad_tokens is None:
         out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
         loss = out.loss
     else:
-        out, probe_loss = probe.forward_with_probe(model, ids, labels, span, cache)
+        out, probe_loss, drift = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache)
         loss = out.loss + recipe.probe_weight * probe_loss
+        if recipe.drift_weight > 0:
+            loss = loss + recipe.drift_weight * drift
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return out.loss.item(), _answer_stats(out.logits, ids, span), out.past_key_values
+    n = out.logits.shape[1]  # the logits cover the last n tokens (all of them without truncation)
+    acc = _answer_stats(out.logits, ids[:, -n:], (span[0] - ids.shape[1] + n, span[1] - ids.shape[1] + n))
+    return out.loss.item(), acc, out.past_key_values
 
 
 def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list,
@@ -154,26 +226,32 @@ def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str,
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    probe = KeyProbe(model.config) if recipe.probe_weight > 0 and model.config.attention_mode == "fam" else None
+    probe = (KeyProbe(model.config, drift_slots=recipe.drift_slots)
+             if recipe.probe_weight > 0 and model.config.attention_mode == "fam" else None)
     params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     model.train()
     cur, running, t0 = recipe.start_filler, 0.0, time.time()
+    mult = recipe.filler_multiple
     bar = tqdm(range(recipe.steps), desc=desc, leave=False, position=position)
     for step in bar:
-        filler = _sample_filler(rng, cur, recipe.filler_multiple)
-        ids, labels, _, span = passkey_batch(recipe.batch_size, filler, tokenizer, rng, recipe.depth, recipe.loss_on)
-        loss, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span)
+        filler = _sample_filler(rng, cur, mult)
+        ids, labels, span, key_end = _batch(recipe, recipe.batch_size, filler, tokenizer, rng)
+        loss, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span, key_end=key_end)
         running = 0.9 * running + 0.1 * acc
         if step % 10 == 0:
             log.append({"phase": "curriculum", "step": step, "t": round(time.time() - t0, 1), "max_filler": cur,
-                        "filler": filler, "loss": round(loss, 4), "running_acc": round(running, 3)})
-        bar.set_postfix(max_filler=cur, loss=f"{loss:.3f}", acc=f"{running:.2f}")
-        if running > recipe.promote_acc and cur < recipe.train_max_filler:
-            cur = min(recipe.train_max_filler, cur + recipe.filler_step)
-            running = 0.5 * running
-        elif running > recipe.promote_acc and cur >= recipe.train_max_filler and step > 50:
-            break
+                        "multiple": mult, "filler": filler, "loss": round(loss, 4), "running_acc": round(running, 3)})
+        bar.set_postfix(max_filler=cur, mult=mult, loss=f"{loss:.3f}", acc=f"{running:.2f}")
+        if running > recipe.promote_acc:
+            if mult > final_multiple(recipe) and cur >= min(recipe.dealign_at, recipe.train_max_filler):
+                mult = max(final_multiple(recipe), mult // 2)  # unaligned fillers: the answer anywhere in its block
+                running = 0.5 * running
+            elif cur < recipe.train_max_filler:
+                cur = min(recipe.train_max_filler, cur + recipe.filler_step)
+                running = 0.5 * running
+            elif step > 50:
+                break
         if time.time() - t0 > recipe.seconds:
             break
     bar.close()
@@ -203,7 +281,7 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
         for step in bar:
             fresh = state is None or rng.random() < recipe.carry_reset
             start = None if fresh else FamCache.from_fam_state(model.config, state)
-            filler = _sample_filler(rng, recipe.train_max_filler, recipe.filler_multiple)
+            filler = _sample_filler(rng, recipe.train_max_filler, final_multiple(recipe))
             ids, labels, _, span = passkey_batch(recipe.batch_size, filler, tokenizer, rng, recipe.depth,
                                                  recipe.loss_on)
             loss, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start)
@@ -220,23 +298,44 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
         bar.close()
 
 
-def _truncated_forward(model, probe, ids, labels, span, grad_tokens: int):
-    """Forward a long episode: the prefix without gradients (streamed through the FamCache), the
-    last grad_tokens before the answer's block and the rest with gradients; returns (out, probe loss)."""
+def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = None, key_end: int | None = None,
+                    cache: FamCache | None = None):
+    """One episode's forward -> (out, probe loss, drift). The prefix before the last grad_tokens
+    tokens ahead of the answer's block runs without gradients (streamed through the FamCache in
+    16-block chunks: truncated backpropagation); None backpropagates through everything. With
+    key_end (the index after the key sentence), the FAM at the first block boundary after it is
+    kept for the drift loss (0 when not given or when that boundary is not before the answer's
+    block). ``cache``: a stream to continue (a carried FAM), else fresh. out.logits cover the
+    tokens from the gradient part on; probe loss is 0.0 without a probe."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     L = model.config.block_size
-    cut = (span[0] // L) * L
-    g0 = max(0, (cut - grad_tokens) // L * L)
-    cache = stream(model, ids[:, :g0], 16 * L).cache if g0 > 0 else None  # no autograd
-    first = model(ids[:, g0:cut], past_key_values=cache, use_cache=True)
-    fam = first.past_key_values.fam_state()
-    second = model(ids[:, cut:], past_key_values=first.past_key_values, use_cache=True)
-    logits = torch.cat((first.logits, second.logits), dim=1)
-    tail = labels[:, g0:]
-    loss = next_token_loss(logits, tail)
+    cut = (span[0] // L) * L  # block boundary at or before the first answer token
+    g0 = 0 if grad_tokens is None else max(0, (cut - grad_tokens) // L * L)
+    c1 = None if key_end is None else -(-key_end // L) * L
+    if c1 is not None and not 0 < c1 < cut:
+        c1 = None
+    bounds = sorted({0, g0, cut, ids.shape[1]} | ({c1} if c1 is not None else set()))
+    segments = list(itertools.pairwise(bounds))
+    if cut == 0:
+        segments.insert(0, (0, 0))  # the FAM entering the first block (as a zero-length forward)
+    logits, fam_key, fam = [], None, None
+    for s0, s1 in segments:
+        if s1 <= g0 and s1 > s0:
+            cache = stream(model, ids[:, s0:s1], 16 * L, cache=cache).cache  # no autograd
+        else:
+            res = model(ids[:, s0:s1], past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            logits.append(res.logits)
+        if s1 == c1:
+            fam_key = cache.fam_state()
+        if s1 == cut and fam is None:
+            fam = cache.fam_state()
+    logits = torch.cat(logits, dim=1)
+    loss = next_token_loss(logits, labels[:, g0:])
     probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
-    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=second.past_key_values), probe_loss
+    drift = probe.drift(fam_key, fam) if probe is not None and fam_key is not None else torch.zeros(())
+    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache), probe_loss, drift
 
 
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
@@ -251,37 +350,42 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
     rng = random.Random(seed + 2)
     opt = _phase_optimizer(model, probe, recipe)
     model.train()
-    running, t0 = 0.0, time.time()
+    running, t0, state, mult = 0.0, time.time(), None, final_multiple(recipe)
     bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
-    for step in bar:
-        long = rng.random() < recipe.long_fraction
-        if long:
-            lo, hi = math.log(recipe.train_max_filler), math.log(recipe.long_max_filler)
-            filler = int(math.exp(rng.uniform(lo, hi))) // recipe.filler_multiple * recipe.filler_multiple
-            batch = recipe.long_batch_size
-        else:
-            filler, batch = _sample_filler(rng, recipe.train_max_filler, recipe.filler_multiple), recipe.batch_size
-        ids, labels, _, span = passkey_batch(batch, filler, tokenizer, rng, recipe.depth, recipe.loss_on)
-        if long:
-            out, probe_loss = _truncated_forward(model, probe, ids, labels, span, recipe.long_grad_tokens)
-            loss = out.loss + recipe.probe_weight * probe_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            loss_v, acc = out.loss.item(), _answer_stats(out.logits, ids[:, -out.logits.shape[1]:],
-                                                          (span[0] - ids.shape[1] + out.logits.shape[1],
-                                                           span[1] - ids.shape[1] + out.logits.shape[1]))
-        else:
-            loss_v, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span)
-        running = 0.9 * running + 0.1 * acc
-        if step % 10 == 0:
-            log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
-                        "loss": round(loss_v, 4), "acc": acc, "running_acc": round(running, 3)})
-        bar.set_postfix(filler=filler, loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
-        if time.time() - t0 > recipe.long_seconds:
-            break
-    bar.close()
+    try:
+        for step in bar:
+            long = rng.random() < recipe.long_fraction
+            if long:
+                lo, hi = math.log(max(1, recipe.train_max_filler)), math.log(recipe.long_max_filler)
+                filler = int(math.exp(rng.uniform(lo, hi))) // mult * mult
+                batch = recipe.long_batch_size
+            elif recipe.short_log_fraction > 0 and rng.random() < recipe.short_log_fraction:
+                # log-uniform in [0, train_max_filler]: short fillers (0 included) stay trained
+                filler = int(math.exp(rng.uniform(0, math.log(recipe.train_max_filler + 1)))) - 1
+                filler, batch = filler // mult * mult, recipe.batch_size
+            else:
+                filler, batch = _sample_filler(rng, recipe.train_max_filler, mult), recipe.batch_size
+            p_carry = recipe.long_carry * min(1.0, (step + 1) / max(1, recipe.long_carry_ramp))
+            carried = p_carry > 0 and state is not None and rng.random() < p_carry
+            # a carried FAM enters as the start of the stream: each row continues from its own previous
+            # FAM, which holds the previous episode's key (the new key must overwrite it)
+            start = (FamCache.from_fam_state(model.config, [f[torch.arange(batch) % f.shape[0]] for f in state])
+                     if carried else None)
+            ids, labels, span, key_end = _batch(recipe, batch, filler, tokenizer, rng)
+            loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, key_end,
+                                             recipe.long_grad_tokens if long else None)
+            state = [f.detach() for f in cache.fam_state()]
+            running = 0.9 * running + 0.1 * acc
+            if step % 10 == 0:
+                log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
+                            "carried": carried, "loss": round(loss_v, 4), "acc": acc,
+                            "running_acc": round(running, 3),
+                            "fam_rms": round(state[-1].pow(2).mean().sqrt().item(), 1)})
+            bar.set_postfix(filler=filler, carried=int(carried), loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
+            if time.time() - t0 > recipe.long_seconds:
+                break
+    finally:
+        bar.close()
 
 
 def train_and_evaluate(mode: str, recipe: DemoRecipe, seed: int, out: str, threads: int, position: int = 0) -> dict:
@@ -345,7 +449,8 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
     (out / "passkey.json").write_text(json.dumps(result, indent=2))
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
-    fam_name = "FAM (m=0)" if recipe.fam_max_rms is None else f"FAM (m=0, fam_max_rms {recipe.fam_max_rms:g})"
+    m = recipe.fam_mem_segments
+    fam_name = f"FAM (m={m})" if recipe.fam_max_rms is None else f"FAM (m={m}, fam_max_rms {recipe.fam_max_rms:g})"
     names = {"fam": fam_name, "bswa": "BSWA (m=1)"}
     plot_accuracy({names[mode]: col for mode, col in columns.items()}, out / "passkey.png",
                   f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
@@ -381,7 +486,7 @@ def run_seeds(recipe: DemoRecipe, seeds: list[int], out="runs/demo", threads: in
     print(f"\nPassKey accuracy over seeds {', '.join(map(str, seeds))}: minimum (median)")
     print(format_table({f"{m} min": summary[m] for m in modes} | {f"{m} median": summary[f"{m}_median"]
                                                                   for m in modes}))
-    names = {"fam": "FAM (m=0)", "bswa": "BSWA (m=1)"}
+    names = {"fam": f"FAM (m={recipe.fam_mem_segments})", "bswa": "BSWA (m=1)"}
     columns = {}
     for m in modes:
         columns[f"{names[m]}, min of {len(seeds)} seeds"] = summary[m]
