@@ -56,8 +56,8 @@ class RandomStatePassing:
 
 def start_cache(config, rsp: RandomStatePassing | None, position_offset: bool) -> FamCache | None:
     """The cache a fresh training step starts from, or None when neither technique is on
-    (the model then builds a plain one). The offset is drawn before the RSP coin, as in the paper's
-    order of operations."""
+    (the model then builds a plain one). The offset is drawn before the RSP coin, the order these
+    draws have always had here, so seeded runs repeat their earlier trajectories."""
     offset = random_position_offset(config.rope_theta) if position_offset else 0
     if rsp is not None and rsp.active:
         return rsp.start(config, offset)
