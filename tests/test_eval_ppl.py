@@ -34,12 +34,17 @@ def test_buckets():
     assert res["0-4k"]["tokens"] == 38 + 27 and 0 <= res["0-4k"]["accuracy"] <= 1
 
 
-def test_cli_compares_modes(tmp_path):
-    model = tiny("fam")
-    model.save_pretrained(tmp_path / "m")
+def _model_and_text(tmp_path):
+    """A saved tiny fam model (passkey tokenizer) in tmp_path/m and a 200-token text; returns the text's path."""
+    tiny("fam").save_pretrained(tmp_path / "m")
     passkey_tokenizer().save_pretrained(tmp_path / "m")
     text = tmp_path / "t.txt"
     text.write_text("The grass is green. The sky is blue. " * 20)
+    return text
+
+
+def test_cli_compares_modes(tmp_path):
+    text = _model_and_text(tmp_path)
     assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "full,bswa,fam",
                  "--out", str(tmp_path / "o")]) == 0
     rec = json.loads((tmp_path / "o" / "ppl.json").read_text())
@@ -49,11 +54,7 @@ def test_cli_compares_modes(tmp_path):
 
 
 def test_cli_buckets_and_the_fam_reset_ablation(tmp_path):
-    model = tiny("fam")
-    model.save_pretrained(tmp_path / "m")
-    passkey_tokenizer().save_pretrained(tmp_path / "m")
-    text = tmp_path / "t.txt"
-    text.write_text("The grass is green. The sky is blue. " * 20)
+    text = _model_and_text(tmp_path)
     assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "fam,fam-reset",
                  "--buckets", "0,8,64", "--out", str(tmp_path / "o")]) == 0
     rec = json.loads((tmp_path / "o" / "ppl.json").read_text())
