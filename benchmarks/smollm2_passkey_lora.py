@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from transformer_fam import from_hf
 from transformer_fam.data.tokenizer import load_tokenizer
-from transformer_fam.evaluation.ablation import reset_fam_
+from transformer_fam.evaluation.ablation import FamResetEachBlock
 from transformer_fam.hf.smollm2 import smollm2_folder
 from transformer_fam.data.passkey import _build, random_key
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
@@ -182,44 +182,11 @@ def eval_tf(model, tok, lengths, samples, bf16, seed=123, depth=0.0, chunk=8):
     return res
 
 
-@torch.no_grad()
 def eval_tf_reset(model, tok, lengths, samples, bf16, seed=123, depth=0.0, chunk=8):
-    """Teacher-forced accuracy with the FAM reset to its initial value after every block: the
-    prompt is streamed block by block and each layer's FAM (and its q / k / v) is replaced by the
-    learned prompt carried through the layers, at the positions of that block's FAM; the next
-    update then starts from it with a zero residual, as after the first block."""
-    from transformer_fam import FamCache
-
-    model.eval()
-    base = fam_model(model)
-    cfg = base.config
-    L = cfg.block_size
-    res = {}
-    for n in lengths:
-        rng = random.Random(f"{seed}-{n}-{depth}")
-        right, digits = 0, 0.0
-        for s in range(0, samples, chunk):
-            rows = []
-            for _ in range(min(chunk, samples - s)):
-                ids, spans = _build(n, random_key(rng), depth, tok)
-                rows.append(ids)
-            ids = torch.tensor(rows)
-            a0, a1 = spans["answer"]
-            cache, logits = FamCache(cfg), []
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                for b0 in range(0, ids.shape[1], L):
-                    out = model(input_ids=ids[:, b0:b0 + L], past_key_values=cache, use_cache=True)
-                    cache = out.past_key_values
-                    logits.append(out.logits[:, max(0, a0 - 1 - b0): max(0, a1 - 1 - b0)])
-                    if b0 + L <= ids.shape[1]:  # a complete block: reset the FAM it produced
-                        with torch.autocast("cpu", enabled=False):
-                            reset_fam_(base, cache)
-            lg = torch.cat(logits, 1)
-            right += int((lg.argmax(-1) == ids[:, a0:a1]).all(-1).sum())
-            digits += float((lg.argmax(-1) == ids[:, a0:a1]).float().mean(-1).sum())
-        res[str(n)] = right / samples
-        res[f"{n}_digits"] = round(digits / samples, 3)
-    return res
+    """``eval_tf`` with the FAM reset to its initial value after every block (the ablation of
+    transformer_fam.evaluation.ablation; peft's LoRA layers live inside the base model, so the
+    adapters stay on)."""
+    return eval_tf(FamResetEachBlock(fam_model(model)), tok, lengths, samples, bf16, seed, depth, chunk)
 
 
 def main():

@@ -52,6 +52,24 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:])
 
 
+def _to_blocks(q: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+    """Queries (B, H, T, hd) -> per touched block (B, nb, H, R, hd): one block keeps its T rows;
+    several are zero-padded to whole blocks (the partial block's cached rows in front)."""
+    B, H, T, hd = q.shape
+    if plan.nb == 1:
+        return q[:, None]
+    L = plan.block_size
+    return F.pad(q, (0, 0, plan.cached, plan.nb * L - plan.cached - T)).view(B, H, plan.nb, L, hd).transpose(1, 2)
+
+
+def _from_blocks(out: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+    """The inverse of ``_to_blocks`` for outputs: (B, nb, H, R, hd) -> (B, H, T, hd)."""
+    if plan.nb == 1:
+        return out[:, 0]
+    B, nb, H, L, hd = out.shape
+    return out.transpose(1, 2).reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + plan.new]
+
+
 def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
                      fam_k: torch.Tensor | None, fam_v: torch.Tensor | None,
                      plan: BlockPlan, backend: str = "auto", fam_gate: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,12 +103,7 @@ def _window_attention_sdpa(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> to
     B, H, T, hd = q.shape
     L, m, nb, R = plan.block_size, plan.mem_segments, plan.nb, plan.query_rows
     Hk = k_seq.shape[1]
-    if nb == 1:
-        qb = q[:, :, None]  # (B, H, 1, T, hd)
-    else:
-        pad_front, pad_back = plan.cached, nb * L - plan.cached - T
-        qb = F.pad(q, (0, 0, pad_front, pad_back)).view(B, H, nb, L, hd)
-    qb = qb.transpose(1, 2)  # (B, nb, H, R, hd)
+    qb = _to_blocks(q, plan)  # (B, nb, H, R, hd)
     # windows of m+1 blocks, stepping one block: (B, Hk, nb, hd, (m+1)L) -> (B, nb, Hk, (m+1)L, hd)
     kw = k_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
     vw = v_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
@@ -100,12 +113,7 @@ def _window_attention_sdpa(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> to
         vw = torch.cat((vw[:, :, :, : m * L], fam_v.transpose(1, 2), vw[:, :, :, m * L:]), dim=3)
     out = F.scaled_dot_product_attention(_flat(qb), _flat(kw), _flat(vw), attn_mask=plan.batch_mask(B),
                                          enable_gqa=H != Hk)
-    out = out.view(B, nb, H, R, hd).transpose(1, 2)  # (B, H, nb, R, hd)
-    if nb == 1:
-        return out[:, :, 0]
-    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
-
-
+    return _from_blocks(out.view(B, nb, H, R, hd), plan)
 
 
 def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> torch.Tensor:
@@ -121,11 +129,7 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
     mL = m * L
     if plan.cached == 0 and plan.mem_valid == 0 and nb <= m + 1:
         return _fresh_short_attention(q, k_seq[:, :, mL: mL + T], v_seq[:, :, mL: mL + T], fam_k, fam_v, plan)
-    if nb == 1:
-        qb = q[:, :, None]
-    else:
-        qb = F.pad(q, (0, 0, plan.cached, nb * L - plan.cached - T)).view(B, H, nb, L, hd)
-    qb = qb.transpose(1, 2)  # (B, nb, H, R, hd)
+    qb = _to_blocks(q, plan)  # (B, nb, H, R, hd)
     kw = k_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)  # (B, nb, Hk, (m+1)L, hd)
     vw = v_seq.unfold(2, (m + 1) * L, L).permute(0, 2, 1, 4, 3)
     out, lse = _flash_cpu(_flat(qb), _flat(kw[:, :, :, mL: mL + R]), _flat(vw[:, :, :, mL: mL + R]),
@@ -147,10 +151,7 @@ def _window_attention_split(q, k_seq, v_seq, fam_k, fam_v, plan: BlockPlan) -> t
             o2, l2 = _flash_cpu(_flat(qb[:, a:b]), _flat(torch.cat(ks, 3)), _flat(torch.cat(vs, 3)))
             o1 = _merge(o1, l1, o2.view(o1.shape), l2.view(l1.shape))
         parts_out.append(o1)
-    out = torch.cat(parts_out, dim=1).transpose(1, 2)  # (B, H, nb, R, hd)
-    if nb == 1:
-        return out[:, :, 0]
-    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
+    return _from_blocks(torch.cat(parts_out, dim=1), plan)
 
 
 def _merge(o1, l1, o2, l2):
@@ -171,9 +172,9 @@ def _fresh_short_attention(q, k, v, fam_k, fam_v, plan: BlockPlan) -> torch.Tens
     B, H, T, hd = q.shape
     nb, L = plan.nb, plan.block_size
     R = plan.query_rows if nb == 1 else L
-    qb = (q if nb == 1 else F.pad(q, (0, 0, 0, nb * L - T))).view(B, H, nb, R, hd).transpose(1, 2)
+    qb = _to_blocks(q, plan)  # cached == 0 here: padding at the back only
     o2, l2 = _flash_cpu(_flat(qb), _flat(fam_k.transpose(1, 2)), _flat(fam_v.transpose(1, 2)))
-    o2 = o2.view(B, nb, H, R, hd).transpose(1, 2).reshape(B, H, nb * R, hd)[:, :, :T]
+    o2 = _from_blocks(o2.view(qb.shape), plan)
     l2 = l2.view(B, nb, H, R).transpose(1, 2).reshape(B, H, nb * R)[:, :, :T]
     return _merge(out, lse, o2, l2)
 
@@ -182,19 +183,10 @@ def fam_read(q: torch.Tensor, fam_k: torch.Tensor, fam_v: torch.Tensor, plan: Bl
     """The read-gate option's FAM read (O2): each new token attends to its block's FAM only, in a
     softmax of its own (no mask: the F vectors are all visible). q (B, H, T, hd); fam_k, fam_v
     (B, Hk, nb, F, hd). Returns (B, H, T, hd)."""
-    B, H, T, hd = q.shape
-    nb, L = plan.nb, plan.block_size
-    if nb == 1:
-        qb = q[:, :, None]  # (B, H, 1, T, hd)
-    else:
-        qb = F.pad(q, (0, 0, plan.cached, nb * L - plan.cached - T)).view(B, H, nb, L, hd)
-    R = qb.shape[3]
-    out = F.scaled_dot_product_attention(_flat(qb.transpose(1, 2)), _flat(fam_k.transpose(1, 2)),
-                                         _flat(fam_v.transpose(1, 2)), enable_gqa=H != fam_k.shape[1])
-    out = out.view(B, nb, H, R, hd).transpose(1, 2)
-    if nb == 1:
-        return out[:, :, 0]
-    return out.reshape(B, H, nb * L, hd)[:, :, plan.cached: plan.cached + T]
+    qb = _to_blocks(q, plan)  # (B, nb, H, R, hd)
+    out = F.scaled_dot_product_attention(_flat(qb), _flat(fam_k.transpose(1, 2)), _flat(fam_v.transpose(1, 2)),
+                                         enable_gqa=q.shape[1] != fam_k.shape[1])
+    return _from_blocks(out.view(qb.shape), plan)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
