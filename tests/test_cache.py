@@ -6,7 +6,7 @@ import torch
 
 from helpers import TOL, ids_for, tiny
 from transformer_fam import FamCache
-from transformer_fam.core.cache import WindowLayout
+from transformer_fam.core.state import WindowLayout
 
 
 def test_window_layout_names_memory_fam_and_current_block():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from transformer_fam.experiments import passkey_demo as demo
+from transformer_fam.experiments import passkey_recipes as recipes
 from transformer_fam.cli import build_parser, main
 from transformer_fam.data.passkey import passkey_batch, passkey_spans, passkey_tokenizer
 from transformer_fam.errors import UserError
@@ -19,34 +20,34 @@ def tok():
 
 
 def test_models_are_the_same_size_and_the_papers_setup():
-    fam, bswa = demo.make_model(demo.FULL, "fam", 64), demo.make_model(demo.FULL, "bswa", 64)
+    fam, bswa = demo.make_model(recipes.FULL, "fam", 64), demo.make_model(recipes.FULL, "bswa", 64)
     assert (fam.config.attention_mode, fam.config.mem_segments) == ("fam", 0)
     assert (bswa.config.attention_mode, bswa.config.mem_segments) == ("bswa", 1)
     # issue 14's unaligned recipe gives FAM the same memory block as BSWA; the default stays aligned
-    assert demo.make_model(demo.UNALIGNED, "fam", 64).config.mem_segments == 1
-    assert demo.ALIGNED is demo.FULL and demo.RECIPES["aligned"] is demo.FULL
-    assert demo.final_multiple(demo.FULL) == demo.FULL.filler_multiple and demo.FULL.drift_weight == 0
+    assert demo.make_model(recipes.UNALIGNED, "fam", 64).config.mem_segments == 1
+    assert recipes.ALIGNED is recipes.FULL and recipes.RECIPES["aligned"] is recipes.FULL
+    assert recipes.final_multiple(recipes.FULL) == recipes.FULL.filler_multiple and recipes.FULL.drift_weight == 0
     n_fam, n_bswa = (sum(p.numel() for p in m.parameters()) for m in (fam, bswa))
     assert n_fam - n_bswa == fam.config.fam_length * fam.config.hidden_size  # only the learned initial FAM
     # the longest training filler puts the key >= 8 blocks (FAM updates) before the question
-    L = demo.FULL.block_size
+    L = recipes.FULL.block_size
     ids, (a0, _) = __import__("transformer_fam.data.passkey", fromlist=["x"]).make_passkey_example(
-        demo.FULL.train_max_filler, 12345, 0.0, passkey_tokenizer())
+        recipes.FULL.train_max_filler, 12345, 0.0, passkey_tokenizer())
     key_block, question_block = 32 // L, (a0 - 9) // L
     assert question_block - key_block >= 8
-    assert max(demo.FULL.eval_lengths) >= 64 * demo.FULL.train_max_filler
+    assert max(recipes.FULL.eval_lengths) >= 64 * recipes.FULL.train_max_filler
 
 
 def test_set_overrides_and_drift_loss(tok):
-    r = demo.apply_overrides(demo.UNALIGNED, ["lr=0.002", "eval_lengths=0,100", "depth=null", "final_multiple=4"])
+    r = recipes.apply_overrides(recipes.UNALIGNED, ["lr=0.002", "eval_lengths=0,100", "depth=null", "final_multiple=4"])
     assert (r.lr, r.eval_lengths, r.depth, r.final_multiple) == (0.002, [0, 100], None, 4)
-    assert demo.apply_overrides(demo.FULL, ["lr=1"]).lr == 1.0 and isinstance(demo.apply_overrides(
-        demo.FULL, ["lr=1"]).lr, float)
+    assert recipes.apply_overrides(recipes.FULL, ["lr=1"]).lr == 1.0 and isinstance(recipes.apply_overrides(
+        recipes.FULL, ["lr=1"]).lr, float)
     for bad in (["nope=1"], ["lr"], ["lr=abc"]):
         with pytest.raises(UserError, match="--set"):
-            demo.apply_overrides(demo.FULL, bad)
+            recipes.apply_overrides(recipes.FULL, bad)
     torch.manual_seed(0)
-    model = demo.make_model(demo.UNALIGNED, "fam", 64)
+    model = demo.make_model(recipes.UNALIGNED, "fam", 64)
     probe = demo.KeyProbe(model.config, drift_slots=16)
     ids, labels, _, span = passkey_batch(2, 100, tok, random.Random(0))
     key_end = passkey_spans(100, 0.0, tok)["key_sentence_end"]
@@ -69,7 +70,7 @@ def test_cli_recipe_and_set_flags(tmp_path, capsys):
 def test_long_phase_carries_each_rows_fam_into_the_next_step(tok, monkeypatch):
     """long_carry=1: every long-phase step after the first starts from a FamCache built from the FAM
     each row ended the previous step with (rows cycled when the batch sizes differ)."""
-    recipe = replace(demo.QUICK, long_steps=3, long_seconds=60, long_carry=1.0, batch_size=2, long_batch_size=1,
+    recipe = replace(recipes.QUICK, long_steps=3, long_seconds=60, long_carry=1.0, batch_size=2, long_batch_size=1,
                      hidden_size=32, heads=2, train_max_filler=32, long_max_filler=64, long_grad_tokens=16)
     torch.manual_seed(0)
     model = demo.make_model(recipe, "fam", 64)
@@ -94,7 +95,7 @@ def test_long_phase_carries_each_rows_fam_into_the_next_step(tok, monkeypatch):
 
 def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):
     torch.manual_seed(0)
-    model = demo.make_model(demo.FULL, "fam", 64)
+    model = demo.make_model(recipes.FULL, "fam", 64)
     probe = demo.KeyProbe(model.config)
     ids, labels, keys, span = passkey_batch(3, 37, tok, random.Random(0))
     out, probe_loss = probe.forward_with_probe(model, ids, labels, span)
@@ -110,7 +111,7 @@ def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):
 
 def test_curriculum_lengthens_the_filler_when_the_accuracy_passes_the_bar(tok):
     # promote_acc=-1: every step passes the bar, so the filler grows by filler_step until the cap
-    recipe = replace(demo.QUICK, steps=4, seconds=60, batch_size=2, hidden_size=32, heads=2, train_max_filler=32,
+    recipe = replace(recipes.QUICK, steps=4, seconds=60, batch_size=2, hidden_size=32, heads=2, train_max_filler=32,
                      filler_step=16, promote_acc=-1.0)
     torch.manual_seed(0)
     model = demo.make_model(recipe, "fam", 64)
@@ -124,7 +125,7 @@ def test_curriculum_lengthens_the_filler_when_the_accuracy_passes_the_bar(tok):
 def test_carried_steps_start_from_the_previous_steps_fam(tok, monkeypatch):
     """Rule T2 as the demo uses it: with carry_reset=0 each step after the first starts from a cache
     built from the FAM the previous step ended with (FamCache.from_fam_state)."""
-    recipe = replace(demo.QUICK, carry_steps=3, carry_seconds=60, carry_reset=0.0, batch_size=2, hidden_size=32,
+    recipe = replace(recipes.QUICK, carry_steps=3, carry_seconds=60, carry_reset=0.0, batch_size=2, hidden_size=32,
                      heads=2, train_max_filler=32)
     torch.manual_seed(0)
     model = demo.make_model(recipe, "fam", 64)
@@ -152,9 +153,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     result = json.loads((out / "passkey.json").read_text())
     n = result["train_max_filler"]
-    assert n == demo.QUICK.train_max_filler
+    assert n == recipes.QUICK.train_max_filler
     fam, bswa = result["fam"], result["bswa"]
-    assert set(fam) == set(bswa) == {str(x) for x in demo.QUICK.eval_lengths}
+    assert set(fam) == set(bswa) == {str(x) for x in recipes.QUICK.eval_lengths}
     assert all(0.0 <= v <= 1.0 for v in list(fam.values()) + list(bswa.values()))
     # FAM has learnt the task up to its training length ...
     assert fam[str(n)] >= 0.6 and fam["0"] >= 0.6
@@ -173,8 +174,8 @@ def test_quick_demo_end_to_end(tmp_path):
 
 def test_recipe_fam_max_rms_reaches_the_fam_config_and_bounds_a_stream():
     # the option (not the paper's form): the recipe's cap is the FAM model's config, BSWA has none
-    assert demo.FULL.fam_max_rms is None and demo.make_model(demo.FULL, "fam", 64).config.fam_max_rms is None
-    small = replace(demo.QUICK, hidden_size=32, heads=2)
+    assert recipes.FULL.fam_max_rms is None and demo.make_model(recipes.FULL, "fam", 64).config.fam_max_rms is None
+    small = replace(recipes.QUICK, hidden_size=32, heads=2)
 
     def max_rms(model):  # largest FAM RMS after streaming 4 x 8 blocks through the FamCache
         cache, gen = None, torch.Generator().manual_seed(0)

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.passkey_demo import QUICK, RECIPES, apply_overrides, run_demo, run_seeds
+    from ..experiments.passkey_demo import run_demo, run_seeds
+    from ..experiments.passkey_recipes import QUICK, RECIPES, apply_overrides
     from .common import int_list
 
     recipe = QUICK if args.quick else RECIPES[getattr(args, "recipe", "aligned")]

@@ -5,7 +5,8 @@ Imports nothing from the rest of the package (tests/test_layout.py checks it).
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .cache import FamCache, WindowLayout
+from .cache import FamCache
+from .state import WindowLayout
 from .config import FamConfig
 from .model import FamForCausalLM, FamModel
 from .streaming import StreamResult, stream, stream_chunks

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .config import FamConfig
-from .state import FullState, LayerState, WindowLayout, WindowState  # noqa: F401  (re-exported)
+from .state import FullState, LayerState, WindowLayout, WindowState
 
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import causal_attention, decode_attention, window_attention
-from .cache import LayerState, WindowState
+from .state import LayerState, WindowState
 from .config import FamConfig
 from .plan import BlockPlan
 from .rope import apply_rope

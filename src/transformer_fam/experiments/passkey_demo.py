@@ -36,8 +36,7 @@ from ..core.streaming import stream
 from ..data.passkey import passkey_batch, passkey_spans, passkey_tokenizer
 from ..evaluation.passkey import evaluate_passkey, format_table
 from ..plots import plot_accuracy
-from .passkey_recipes import (ALIGNED, FULL, QUICK, RECIPES, UNALIGNED, DemoRecipe,  # noqa: F401  (re-exported)
-                              apply_overrides, final_multiple)
+from .passkey_recipes import DemoRecipe, final_multiple
 
 
 def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM:

@@ -67,7 +67,7 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
 
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
     if _is_smollm2(source):
-        model, folder = smollm2(**kwargs) if kwargs else smollm2(), smollm2_folder()
+        model, folder = smollm2(**kwargs), smollm2_folder()
     else:
         folder = Path(source)
         if not folder.is_dir():
