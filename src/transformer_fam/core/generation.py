@@ -15,14 +15,15 @@ from __future__ import annotations
 import torch
 from transformers import GenerationMixin
 
+from .cache import FamCache
+from .streaming import stream
+
 
 class FamGenerationMixin(GenerationMixin):
     """generate() support for FamForCausalLM: a FamCache instead of a DynamicCache."""
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size,
                                       max_cache_length):
-        from .cache import FamCache
-
         cache = model_kwargs.get("past_key_values")
         if generation_config.cache_implementation not in (None, "dynamic"):
             raise ValueError(f"cache_implementation={generation_config.cache_implementation!r}: FamForCausalLM "
@@ -83,8 +84,6 @@ class FamGenerationMixin(GenerationMixin):
         (default: one block) first, so a long question costs constant memory too; the result equals
         ``generate`` on the whole sequence read in one go (rule S2).
         """
-        from .streaming import stream
-
         if new_ids.dim() != 2 or new_ids.shape[1] < 1:
             raise ValueError(f"generate_from: new_ids must be (batch, n >= 1), got {tuple(new_ids.shape)}")
         if new_ids.shape[1] > 1:

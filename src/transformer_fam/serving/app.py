@@ -178,7 +178,6 @@ def create_app(model, tokenizer, model_name: str, state_dir, workers: int = 2, q
     def start_state(req: _Request):
         if req.document_id is None:
             return None
-        document(req.document_id)
         try:
             return store.load_state(req.document_id)
         except KeyError:
