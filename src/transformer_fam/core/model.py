@@ -103,14 +103,16 @@ class FamModel(FamPreTrainedModel):
         return ctx
 
     def _init_fam_states(self, cache: FamCache, dtype) -> None:
-        """Give every layer its FAM for block 0: the learned prompt carried through the layers
-        (rule F4), or the FAM the cache was built from (``FamCache.from_fam_state``, rule F5)."""
+        """Give every layer the FAM the next block reads: the learned prompt carried through the
+        layers (rule F4), or the FAM the cache was built from (``FamCache.from_fam_state``, rule
+        F5), at the F positions just before the stream's current position (rule P3)."""
         cfg, B = self.config, cache.batch_size
-        positions = torch.arange(-cfg.fam_length, 0, device=self.embed_tokens.weight.device) + cache.position_offset
+        start = cache.position_offset + cache.seen_tokens
+        positions = torch.arange(-cfg.fam_length, 0, device=self.embed_tokens.weight.device) + start
         cos, sin = self._rope(positions, dtype)
         carried = cache.carried_fam
         cache.fam_is_initial = carried is None
-        initial = self._initial_fams(cos, sin, dtype, cache.position_offset) if carried is None else None
+        initial = self._initial_fams(cos, sin, dtype, start) if carried is None else None
         for i, layer in enumerate(self.layers):
             if carried is None:
                 fam, q, k, v = initial[i]
@@ -120,6 +122,13 @@ class FamModel(FamPreTrainedModel):
             fam, q, k, v = (t.expand(B, *t.shape[1:]) for t in (fam, q, k, v))
             cache.layers[i] = cache.layers[i].with_fam(fam, q, k, v)
         cache.carried_fam = None  # consumed: the stream's FAM now lives in the layers
+
+    @torch.no_grad()
+    def reset_fam_(self, cache: FamCache) -> None:
+        """Replace every layer's FAM in a started ``cache`` by the initial FAM at the stream's current
+        position: what a stream starting there would read (the FAM-reset ablation)."""
+        cache.carried_fam = None
+        self._init_fam_states(cache, cache.layers[0].k.dtype)
 
     def _initial_fams(self, cos, sin, dtype, position_offset: int) -> list[tuple[torch.Tensor, ...]]:
         """Per layer (FAM, q, k, v) of the learned prompt carried through the layers. They depend

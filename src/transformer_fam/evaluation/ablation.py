@@ -16,20 +16,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from ..core.cache import FamCache
 
 
-@torch.no_grad()
-def reset_fam_(model, cache: FamCache) -> None:
-    """Replace every layer's FAM in ``cache`` by the initial FAM at the stream's current position."""
-    core = model.model
-    cfg, B = model.config, cache.batch_size
-    start = cache.position_offset + cache.seen_tokens
-    dtype = cache.layers[0].k.dtype
-    cos, sin = core._rope(torch.arange(-cfg.fam_length, 0, device=cache.layers[0].k.device) + start, dtype)
-    for i, initial in enumerate(core._initial_fams(cos, sin, dtype, start)):
-        fam, q, k, v = (t.expand(B, *t.shape[1:]) for t in initial)
-        cache.layers[i] = cache.layers[i].with_fam(fam, q, k, v)
-    cache.fam_is_initial = True
-
-
 class FamResetEachBlock:
     """A fam-mode FamForCausalLM whose FAM is reset to its initial value after every block.
 
@@ -57,7 +43,7 @@ class FamResetEachBlock:
             out = self.model(input_ids[:, pos: pos + n], past_key_values=cache, use_cache=True, **kwargs)
             cache = out.past_key_values
             if cache.seen_tokens % L == 0:
-                reset_fam_(self.model, cache)
+                self.model.model.reset_fam_(cache)
             pieces.append(out.logits)
             pos += n
         logits = torch.cat(pieces, dim=1)
