@@ -188,7 +188,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if str(name_or_path).endswith((".yaml", ".yml")) or path.exists():  # ".yaml" alone has no suffix
         if not path.is_file():
             raise FileNotFoundError(f"recipe {name_or_path!r}: no such file")
         return path
