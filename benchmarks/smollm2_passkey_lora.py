@@ -10,6 +10,8 @@ plus a share of in-window examples (d = 0); key depth 0, or uniform with ``--dep
 Loss: cross-entropy on the 5 answer digits; optionally (``--distill``) hidden-state and logit
 distillation from the same weights in ``full`` mode with the adapters off (the teacher sees the
 whole context) at the question / answer positions.
+``--transfer W`` adds the layer-wise attention transfer of transformer_fam.training.transfer
+(``--ce 0``: transfer alone).
 Eval: teacher-forced whole-key accuracy at several filler lengths (depth 0, new keys); with the
 read gate also with the gates closed (= BSWA, the memory not read).
 """
@@ -34,6 +36,7 @@ from transformer_fam.hf.smollm2 import smollm2_folder
 from transformer_fam.data.passkey import _build, random_key
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
 from transformer_fam.training.setup import fam_model
+from transformer_fam.training.transfer import teacher_hidden_states, teacher_view, transfer_loss
 
 
 def parse():
@@ -66,6 +69,10 @@ def parse():
     p.add_argument("--multi", default="", help="nq:gap_lo:gap_hi dense multi-question data (e.g. 4:100:300)")
     p.add_argument("--save-final", action="store_true", help="write OUT/final (LoRA merged) for fam eval passkey")
     p.add_argument("--bench", action="store_true", help="time fp32 vs bf16 fwd+bwd once, then exit")
+    p.add_argument("--transfer", type=float, default=0.0,
+                   help="weight of the layer-wise attention transfer (LoLCATs-style): every layer, fed the "
+                        "full-attention teacher's input hidden states, must reproduce the teacher's output")
+    p.add_argument("--ce", type=float, default=1.0, help="weight of the end-to-end answer cross-entropy (multi)")
     return p.parse_args()
 
 
@@ -130,18 +137,6 @@ class MultiData(Data):
 def answer_logits(model, ids, a0, a1, **kw):
     out = model(input_ids=ids, logits_to_keep=ids.shape[1] - a0 + 1, **kw)
     return out, out.logits[:, : a1 - a0]  # positions a0-1 .. a1-2 predict a0 .. a1-1
-
-
-@contextlib.contextmanager
-def teacher_mode(peft_model):
-    cfg = fam_model(peft_model).config
-    mode = cfg.attention_mode
-    cfg.attention_mode = "full"
-    try:
-        with torch.no_grad(), peft_model.disable_adapter():
-            yield
-    finally:
-        cfg.attention_mode = mode
 
 
 @contextlib.contextmanager
@@ -230,14 +225,23 @@ def main():
             ids, spans = data.batch_multi(a.batch, nq, glo, ghi, a.mem)
             need_h = a.distill > 0
             if need_h:  # teacher: the same weights in full mode, adapters off, whole context
-                with teacher_mode(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     t_out = peft(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            tr = None
+            loss = 0.0
+            if a.transfer > 0:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    tr = transfer_loss(fam_model(peft), teacher_hidden_states(peft, ids))
+                loss = a.transfer * tr
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
+                    torch.set_grad_enabled(a.ce > 0 or need_h):
                 s_out = peft(input_ids=ids, output_hidden_states=need_h)
             lg = s_out.logits
             lg_pred = torch.cat([lg[:, a0 - 1:a1 - 1] for a0, a1, _ in spans], 1).float()
             tgt = torch.cat([ids[:, a0:a1] for a0, a1, _ in spans], 1)
-            loss = ce = F.cross_entropy(lg_pred.reshape(-1, lg_pred.shape[-1]), tgt.reshape(-1))
+            ce = F.cross_entropy(lg_pred.reshape(-1, lg_pred.shape[-1]), tgt.reshape(-1))
+            if a.ce > 0:
+                loss = loss + a.ce * ce
             hid = None
             if need_h:  # hidden states at the question / answer positions of answers that need memory
                 pos = torch.cat([torch.arange(a0 - a.distill_span, a1 - 1) for a0, a1, n in spans if n] or
@@ -259,6 +263,7 @@ def main():
             tokens += ids.numel()
             gates = read_gates(peft)
             rec = dict(step=step, T=ids.shape[1], ce=float(ce), hid=None if hid is None else float(hid),
+                       transfer=None if tr is None else float(tr),
                        n_mem=int(needs.sum()),
                        acc_mem=float(right[:, needs].float().mean()) if needs.any() else None,
                        acc_win=float(right[:, ~needs].float().mean()) if (~needs).any() else None,
@@ -272,7 +277,7 @@ def main():
         ids, (a0, a1), d = data.batch(a.batch, D, a.p_inwindow, a.depth_mix)
         need_h = a.distill > 0
         if need_h or a.kl > 0:
-            with teacher_mode(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 t_out, t_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             s_out, s_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)

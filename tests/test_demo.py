@@ -210,3 +210,34 @@ def test_summarize_seeds_takes_the_minimum_and_the_median():
     assert summary["fam"] == {"16": 0.96, "100": 0.5} and summary["fam_median"] == {"16": 1.0, "100": 0.8}
     assert summary["bswa"]["100"] == 0.0 and summary["fam_per_seed"]["100"] == [0.9, 0.5, 0.8]
     assert summary["seeds"] == [0, 1, 2] and summary["train_max_filler"] == 64
+
+
+@pytest.mark.parametrize("mem", [0, 1])
+def test_read_supervision_uses_the_models_own_attention(tok, mem):
+    """head_window rebuilds one head's masked attention over [memory | FAM | block] from the
+    recorded call: its softmax times the values must be the head's real output (both backends'
+    result, at every query of the answer's block); read_loss is its cross-entropy at FAM slot j."""
+    torch.manual_seed(0)
+    model = demo.make_model(replace(recipes.UNALIGNED, fam_mem_segments=mem), "fam", 64)
+    ids, labels, _, span = passkey_batch(3, 37, tok, random.Random(0))
+    L = model.config.block_size
+    cut = span[0] // L * L
+    for grad in (False, True):  # no grad: the cpu_split backend where present; grad: sdpa
+        with torch.set_grad_enabled(grad), demo.ReadRecorder() as rec:
+            cache = model(ids[:, :cut], use_cache=True).past_key_values  # several blocks from position 0
+            model(ids[:, cut:], past_key_values=cache, use_cache=True)  # the answer's block (decode without grad)
+        assert len(rec.calls) == (2 if grad else 1) * model.config.num_hidden_layers
+        for call, n in [(rec.calls[1], cut)] + ([(rec.calls[-1], ids.shape[1] - cut)] if grad else []):
+            for t in range(n):
+                logits, values = demo.head_window(call, t, head=1)
+                ref = torch.einsum("bs,bsd->bd", logits.softmax(-1), values.float())
+                torch.testing.assert_close(ref, call["out"][:, 1, t].float(), atol=1e-5, rtol=0)
+    positions = [span[0] - 1 + j - cut for j in range(5)]
+    want = sum(torch.nn.functional.cross_entropy(demo.head_window(call, t)[0], torch.full((3,), mem * L + j))
+               for j, t in enumerate(positions) if t >= 0) / sum(t >= 0 for t in positions)
+    torch.testing.assert_close(demo.read_loss(call, positions), want)
+    # in training, the read loss reaches the weights through the recorded tensors
+    model.zero_grad()
+    out, _, _ = demo.episode_forward(model, demo.KeyProbe(model.config), ids, labels, span, read=True)
+    out.read_loss.backward()
+    assert out.read_loss.item() > 0 and model.model.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0

@@ -242,3 +242,25 @@ def test_attention_mask_grows_linearly_not_quadratically(mode):
     sizes = [BlockPlan.make(L, m, F, 0, T, 0, torch.device("cpu")).mask.numel() for T in (10 * L, 20 * L, 40 * L)]
     assert sizes[1] == 2 * sizes[0] and sizes[2] == 2 * sizes[1]
     assert sizes[2] == 40 * L * ((m + 1) * L + F)
+
+
+@pytest.mark.parametrize("mode", ["full", "bswa", "fam"])
+def test_forward_layers_teacher_forced_by_its_own_hidden_states_equals_forward(mode):
+    """FamModel.forward_layers (attention transfer's building block): fed the model's own hidden
+    states, each layer's output is the next hidden state; fed a shifted input, only that layer's
+    output changes (each layer runs on its own input, not on its predecessor's output)."""
+    model = tiny(mode, L=8, m=1, F=2, layers=3)
+    ids = ids_for(model, 2, 29)
+    with torch.no_grad():
+        _, _, hidden = model.model(ids, output_hidden_states=True)
+        outs = model.model.forward_layers(hidden)
+        for got, want in zip(outs, hidden[1:]):
+            torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+        moved = list(hidden[:-1])
+        moved[1] = moved[1] + 0.5
+        outs2 = model.model.forward_layers(moved)
+    assert not torch.allclose(outs2[1], outs[1], atol=1e-3)
+    torch.testing.assert_close(outs2[0], outs[0], atol=TOL, rtol=0)
+    torch.testing.assert_close(outs2[2], outs[2], atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="forward_layers: 2 inputs for 3 layers"):
+        model.model.forward_layers(hidden[:2])

@@ -157,6 +157,25 @@ class FamModel(FamPreTrainedModel):
                          if hasattr(m, "disable_adapters") and hasattr(m, "merged"))  # peft layers
         return dtype, position_offset, params, adapters
 
+    def forward_layers(self, layer_inputs) -> list[torch.Tensor]:
+        """Layer-wise teacher forcing: layer ``i`` runs on ``layer_inputs[i]`` (B, T, d) instead of the
+        previous layer's output, over a fresh stream (its FAM scan included), and the outputs of all
+        layers are returned (before the final norm). Fed this model's own ``output_hidden_states``,
+        it returns ``hidden_states[1:]``; fed another model's (a full-attention teacher), each layer
+        can be trained to reproduce the teacher's layer on its own (attention transfer)."""
+        if len(layer_inputs) < len(self.layers):
+            raise ValueError(f"forward_layers: {len(layer_inputs)} inputs for {len(self.layers)} layers")
+        x = layer_inputs[0]
+        B, T, _ = x.shape
+        cache = FamCache(self.config)
+        cache.check_compatible(self.config, B)
+        cache.start(B, self.config.num_key_value_heads, self.config.head_dim, x)
+        if self.config.attention_mode == "fam":
+            self._init_fam_states(cache, x.dtype)
+        ctx = self._context(cache, T, x.dtype)
+        ctx.need_state = False
+        return [layer(h, cache.layers[i], ctx)[0] for i, (layer, h) in enumerate(zip(self.layers, layer_inputs))]
+
     def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 past_key_values: FamCache | None = None, output_hidden_states: bool = False,
                 need_state: bool = True):

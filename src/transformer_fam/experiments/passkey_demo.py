@@ -19,6 +19,7 @@ models: docs/results.md.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -92,6 +93,67 @@ class KeyProbe(torch.nn.Module):
         return total / len(fam)
 
 
+class ReadRecorder:
+    """Training-only: while active, records the queries, keys and plan of every ``window_attention``
+    call (one per layer and forward), for the read supervision (``read_loss``)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __enter__(self):
+        from ..core import layers
+
+        self._original = original = layers.window_attention
+
+        def recording(q, k_seq, v_seq, fam_k, fam_v, plan, *args, **kwargs):
+            out = original(q, k_seq, v_seq, fam_k, fam_v, plan, *args, **kwargs)
+            self.calls.append(dict(q=q, k_seq=k_seq, v_seq=v_seq, fam_k=fam_k, fam_v=fam_v, plan=plan, out=out))
+            return out
+
+        layers.window_attention = recording
+        return self
+
+    def __exit__(self, *exc):
+        from ..core import layers
+
+        layers.window_attention = self._original
+
+
+def head_window(call: dict, t: int, head: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head's attention at local query position ``t`` of a ReadRecorder record (a call that
+    starts at a block boundary, paper form): its masked logits over the key window [memory | FAM |
+    current block] (B, S), in the order of BlockPlan.mask, and the values (B, S, hd)."""
+    q, plan = call["q"], call["plan"]
+    L, m = plan.block_size, plan.mem_segments
+    hk = head // (q.shape[1] // call["k_seq"].shape[1])
+    b, r = divmod(t, L) if plan.nb > 1 else (0, t)
+
+    def window(seq, fam):
+        return torch.cat((seq[:, hk, b * L: b * L + m * L], fam[:, hk, b],
+                          seq[:, hk, m * L + b * L: m * L + (b + 1) * L]), dim=1)
+
+    keys, values = window(call["k_seq"], call["fam_k"]), window(call["v_seq"], call["fam_v"])
+    logits = torch.einsum("bd,bsd->bs", q[:, head, t].float(), keys.float()) / math.sqrt(q.shape[-1])
+    logits = logits.masked_fill(~plan.mask[b, 0, r][None, : keys.shape[1]], float("-inf"))
+    return logits, values
+
+
+def read_loss(call: dict, positions: list[int], head: int = 0) -> torch.Tensor:
+    """Read supervision: cross-entropy of one head's attention (the model's own logits, masked as
+    the model masks them, ``head_window``) at the query that predicts key digit j, with FAM slot j
+    as the target. ``call``: the ReadRecorder record of the last layer's forward over the answer's
+    block; ``positions``: the local query position of each digit (negative: not in this call)."""
+    m, L = call["plan"].mem_segments, call["plan"].block_size
+    total, n = 0.0, 0
+    for j, t in enumerate(positions):
+        if t < 0 or call["fam_k"] is None:
+            continue
+        logits, _ = head_window(call, t, head)
+        target = torch.full((logits.shape[0],), m * L + j, dtype=torch.long)
+        total, n = total + torch.nn.functional.cross_entropy(logits, target), n + 1
+    return total / max(n, 1)
+
+
 def _sample_filler(rng: random.Random, longest: int, multiple: int) -> int:
     return rng.randint(0, longest // multiple) * multiple
 
@@ -113,10 +175,13 @@ def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache:
         out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
         loss = out.loss
     else:
-        out, probe_loss, drift = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache)
+        out, probe_loss, drift = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache,
+                                                 read=recipe.read_weight > 0)
         loss = out.loss + recipe.probe_weight * probe_loss
         if recipe.drift_weight > 0:
             loss = loss + recipe.drift_weight * drift
+        if recipe.read_weight > 0:
+            loss = loss + recipe.read_weight * out.read_loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -205,7 +270,7 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
 
 
 def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = None, key_end: int | None = None,
-                    cache: FamCache | None = None):
+                    cache: FamCache | None = None, read: bool = False):
     """One episode's forward -> (out, probe loss, drift). The prefix before the last grad_tokens
     tokens ahead of the answer's block runs without gradients (streamed through the FamCache in
     16-block chunks: truncated backpropagation); None backpropagates through everything. With
@@ -225,12 +290,16 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     segments = list(itertools.pairwise(bounds))
     if cut == 0:
         segments.insert(0, (0, 0))  # the FAM entering the first block (as a zero-length forward)
-    logits, fam_key, fam = [], None, None
+    logits, fam_key, fam, read_l = [], None, None, torch.zeros(())
     for s0, s1 in segments:
         if s1 <= g0 and s1 > s0:
             cache = stream(model, ids[:, s0:s1], 16 * L, cache=cache).cache  # no autograd
         else:
-            res = model(ids[:, s0:s1], past_key_values=cache, use_cache=True)
+            reading = read and s0 == cut and s1 > s0
+            with ReadRecorder() if reading else contextlib.nullcontext() as rec:
+                res = model(ids[:, s0:s1], past_key_values=cache, use_cache=True)
+            if reading and rec.calls:  # the last layer's read of the answer's block
+                read_l = read_loss(rec.calls[-1], [span[0] - 1 + j - cut for j in range(span[1] - span[0])])
             cache = res.past_key_values
             logits.append(res.logits)
         if s1 == c1:
@@ -241,7 +310,30 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     loss = next_token_loss(logits, labels[:, g0:])
     probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
     drift = probe.drift(fam_key, fam) if probe is not None and fam_key is not None else torch.zeros(())
-    return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache), probe_loss, drift
+    out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+    out.read_loss = read_l  # the read supervision (0 unless ``read``)
+    return out, probe_loss, drift
+
+
+class FillerStream:
+    """Filler-only streams, one per batch row, advanced by ``chunk`` filler tokens per call without
+    gradients and restarted with probability ``reset``: their FAM has read an unbounded, random
+    amount of filler (the long phase's ``long_preage`` starts episodes from it)."""
+
+    def __init__(self, model, tokenizer, rows: int, chunk: int, reset: float):
+        from ..data.passkey import filler_ids
+
+        self.model, self.rows, self.reset, self.cache = model, rows, reset, None
+        self.ids = torch.tensor([filler_ids(tokenizer, chunk)] * rows)
+        self.tokens = 0  # filler tokens the current streams have read
+
+    def advance(self, rng: random.Random) -> FamCache:
+        if self.cache is None or rng.random() < self.reset:
+            self.cache, self.tokens = None, 0
+        L = self.model.config.block_size
+        self.cache = stream(self.model, self.ids, 16 * L, cache=self.cache).cache
+        self.tokens += self.ids.shape[1]
+        return self.cache
 
 
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
@@ -257,6 +349,8 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
     opt = _phase_optimizer(model, probe, recipe)
     model.train()
     running, t0, state, mult = 0.0, time.time(), None, final_multiple(recipe)
+    preaged = FillerStream(model, tokenizer, max(recipe.batch_size, recipe.long_batch_size), recipe.preage_chunk,
+                           recipe.preage_reset)
     bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
     try:
         for step in bar:
@@ -277,6 +371,11 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             # FAM, which holds the previous episode's key (the new key must overwrite it)
             start = (FamCache.from_fam_state(model.config, [f[torch.arange(batch) % f.shape[0]] for f in state])
                      if carried else None)
+            if recipe.long_preage > 0:
+                filler_stream = preaged.advance(rng)
+                if not carried and rng.random() < recipe.long_preage:
+                    start = FamCache.from_fam_state(model.config, [f[:batch] for f in filler_stream.fam_state()])
+                    carried = "preaged"
             ids, labels, span, key_end = _batch(recipe, batch, filler, tokenizer, rng)
             loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, key_end,
                                              recipe.long_grad_tokens if long else None)
@@ -284,10 +383,11 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             running = 0.9 * running + 0.1 * acc
             if step % 10 == 0:
                 log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
-                            "carried": carried, "loss": round(loss_v, 4), "acc": acc,
+                            "carried": carried, "preaged_tokens": preaged.tokens if carried == "preaged" else 0,
+                            "loss": round(loss_v, 4), "acc": acc,
                             "running_acc": round(running, 3),
                             "fam_rms": round(state[-1].pow(2).mean().sqrt().item(), 1)})
-            bar.set_postfix(filler=filler, carried=int(carried), loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
+            bar.set_postfix(filler=filler, carried=int(bool(carried)), loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
             if time.time() - t0 > recipe.long_seconds:
                 break
     finally:

@@ -30,6 +30,8 @@ class DemoRecipe:
     drift_weight: float = 0.0  # auxiliary: 1 - cos between the probe's FAM slots right after the key sentence
     #                            and entering the answer's block (training only; pushes a stationary key memory)
     drift_slots: int = 0  # FAM slots the drift loss covers (0: the probe's key slots, 5)
+    read_weight: float = 0.0  # auxiliary: one head of the last layer must attend to FAM slot j when predicting
+    #                           digit j (its own masked attention logits, cross-entropy; training only)
     promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
     batch_size: int = 16
     lr: float = 3e-3
@@ -49,6 +51,11 @@ class DemoRecipe:
     long_carry: float = 0.0  # probability (after the ramp) that a long-phase episode starts from the FAM its row
     #                          ended the previous step with (the new key must overwrite the old one)
     long_carry_ramp: int = 0  # long-phase steps over which that probability ramps up linearly from 0
+    long_preage: float = 0.0  # probability that a long-phase episode starts from the FAM of its row's
+    #                           filler-only stream (Random State Passing without an old key: the FAM has
+    #                           read an unbounded amount of filler, so the read meets every degree of drift)
+    preage_chunk: int = 240  # filler tokens that stream advances by each long-phase step (no gradient)
+    preage_reset: float = 0.02  # per-step probability that the filler-only stream starts over
     eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                              8192, 16384, 32768])
     eval_samples: int = 50

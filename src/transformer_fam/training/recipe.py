@@ -62,6 +62,9 @@ class Recipe:
     random_position_offset: bool = False
     fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
+    # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
+    transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
+    lm_weight: float = 1.0  # weight of the next-token loss (0 with transfer_weight > 0: transfer alone)
     # optimisation
     optimizer: str = "adamw"  # adamw / adafactor
     lr: float = 1e-3
@@ -91,7 +94,7 @@ class Recipe:
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
         for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
-                    "fam_max_rms"):
+                    "fam_max_rms", "transfer_weight", "lm_weight"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
         if self.lr <= 0:
@@ -109,6 +112,20 @@ class Recipe:
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
+        for key in ("transfer_weight", "lm_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 0")
+        if self.transfer_weight == 0 and self.lm_weight == 0:
+            raise ValueError("recipe key lm_weight=0: nothing to train without transfer_weight > 0")
+        if self.transfer_weight > 0:
+            needs = {"finetune": "lora", "batching": "packed", "rsp_prob": 0.0}  # the teacher: adapters off, one sequence
+            for key, value in needs.items():
+                if getattr(self, key) != value:
+                    raise ValueError(f"recipe key transfer_weight={self.transfer_weight}: needs {key}={value} "
+                                     f"(got {getattr(self, key)!r})")
+            if self.attention_mode == "full":
+                raise ValueError("recipe key transfer_weight: the student must be bswa or fam (attention_mode=full "
+                                 "is the teacher itself)")
         if self.init == "pretrained" and not self.base_model:
             raise ValueError("recipe key base_model: required with init=pretrained")
         if self.finetune == "lora" and self.init != "pretrained":

@@ -35,6 +35,7 @@ from .recipe import Recipe, recipe_to_dict
 from .setup import (Dist, build_model, build_optimizer, build_tokenizer, fam_model, lr_factor,
                     seed_everything, set_activation_checkpointing)
 from .techniques import RandomStatePassing, start_cache
+from .transfer import teacher_hidden_states, transfer_loss
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -48,6 +49,9 @@ class Trainer:
         self.dist = Dist(recipe)
         self.out = Path(recipe.out_dir)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if self.dist.main else None)
+        if recipe.transfer_weight > 0 and self.dist.world > 1:
+            raise ValueError(f"recipe key transfer_weight={recipe.transfer_weight}: runs in one process only "
+                             f"(got {self.dist.world}); use transfer_weight=0 with torchrun")
         if recipe.batch_size % self.dist.world:
             raise ValueError(f"recipe key batch_size={recipe.batch_size}: must be divisible by the "
                              f"{self.dist.world} processes")
@@ -173,12 +177,19 @@ class Trainer:
         keep_state = document or self.rsp.active  # someone reads the cache after this step
         no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
         with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
-            with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+            with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16), \
+                    torch.set_grad_enabled(r.lm_weight > 0):
                 out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state)
             logits = out.logits.float()
             loss_sum = next_token_loss(logits, targets, shift=False, reduction="sum")  # targets: next tokens
             share = loss_sum / max(n_targets, 1) / r.grad_accum
-            (share * self.dist.world).backward()  # DDP averages gradients over processes
+            total = r.lm_weight * share if r.lm_weight > 0 else 0.0
+            if r.transfer_weight > 0:  # attention transfer (training/transfer.py): one process only
+                with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                    transfer = transfer_loss(self.fam, teacher_hidden_states(self.model, inputs))
+                self._transfer += float(transfer.detach()) / r.grad_accum
+                total = total + r.transfer_weight * transfer / r.grad_accum
+            (total * self.dist.world).backward()  # DDP averages gradients over processes
         if self.rsp.active:
             self.rsp.save(out.past_key_values)
         if document:
@@ -188,7 +199,7 @@ class Trainer:
     def optimizer_step(self) -> dict:
         r = self.recipe
         t0 = time.perf_counter()
-        loss, tokens = 0.0, 0
+        loss, tokens, self._transfer = 0.0, 0, 0.0
         for micro in range(r.grad_accum):
             share, n = self.micro_step(self.step * r.grad_accum + micro, sync=micro == r.grad_accum - 1)
             loss += share
@@ -202,8 +213,11 @@ class Trainer:
         self.step += 1
         loss = self.dist.sum(loss)
         seconds = time.perf_counter() - t0
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
-                "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
+        rec = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+               "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
+        if r.transfer_weight > 0:
+            rec["transfer"] = self._transfer
+        return rec
 
     # ------------------------------------------------------------------ the run
     def _open_metrics(self):

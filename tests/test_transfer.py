@@ -1,0 +1,105 @@
+"""Attention transfer (training/transfer.py): the teacher is the original checkpoint, the loss is
+each student layer's error on the teacher's inputs, and the trainer logs exactly that loss."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import hf_ids, hf_tiny, tiny_recipe
+from transformer_fam import from_hf
+from transformer_fam.hf.lora import apply_lora
+from transformer_fam.training.recipe import recipe_from_dict
+from transformer_fam.training.setup import fam_model
+from transformer_fam.training.transfer import teacher_hidden_states, transfer_loss
+
+
+def _student(mode, L=8, m=0, seed=0):
+    hf = hf_tiny("smollm2-like", seed=seed)
+    model = from_hf(hf, attention_mode=mode, block_size=L, mem_segments=m, fam_length=4, dtype=torch.float32)
+    peft = apply_lora(model, rank=4, alpha=8)
+    with torch.no_grad():  # adapters that change the model: the teacher must not see them
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return hf, peft
+
+
+def test_teacher_is_the_original_checkpoint_with_adapters_on():
+    hf, peft = _student("fam")
+    ids = hf_ids(2, 40)
+    hidden = teacher_hidden_states(peft, ids)
+    with torch.no_grad():
+        ref = hf(ids, output_hidden_states=True).hidden_states  # HF: embeddings, layers..., last one normed
+    assert len(hidden) == len(ref)
+    for ours, theirs in zip(hidden[:-1], ref[:-1]):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fam_model(peft).model.norm(hidden[-1]), ref[-1], atol=1e-4, rtol=0)
+    assert fam_model(peft).config.attention_mode == "fam"  # restored after the teacher's forward
+    assert peft(input_ids=ids).logits.requires_grad  # and the adapters are back on
+
+
+def test_transfer_loss_is_zero_only_where_the_student_sees_what_the_teacher_sees():
+    ids = hf_ids(2, 40)
+    _, wide = _student("bswa", L=8, m=5)  # 6 blocks of 8 >= 40 tokens: BSWA equals full attention
+    with torch.no_grad():
+        for name, p in wide.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+    assert transfer_loss(fam_model(wide), teacher_hidden_states(wide, ids)).item() < 1e-8
+    _, narrow = _student("bswa", L=8, m=0)
+    loss, per_layer = transfer_loss(fam_model(narrow), teacher_hidden_states(narrow, ids), per_layer=True)
+    assert loss.item() > 1e-3 and len(per_layer) == 2 and loss.item() == pytest.approx(sum(per_layer) / 2, rel=1e-5)
+
+
+def test_transfer_loss_trains_the_adapters_and_the_fam_prompt():
+    _, peft = _student("fam")
+    ids = hf_ids(2, 40)
+    transfer_loss(fam_model(peft), teacher_hidden_states(peft, ids)).backward()
+    grads = {n: p.grad for n, p in peft.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n and g is not None and g.abs().sum() > 0 for n, g in grads.items())
+    prompt = fam_model(peft).fam_prompt
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
+
+
+def _base_checkpoint(tmp_path):
+    from transformer_fam.data.tokenizer import byte_tokenizer
+
+    base = tmp_path / "llama"
+    hf = hf_tiny("smollm2-like", vocab_size=258)
+    hf.save_pretrained(base)
+    byte_tokenizer().save_pretrained(base)
+    return base
+
+
+def test_trainer_logs_the_transfer_loss_of_its_first_batch(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    base = _base_checkpoint(tmp_path)
+    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
+                         tokenizer="auto", max_steps=2, save_every=2, transfer_weight=1.0, lm_weight=0.0,
+                         attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    trainer = Trainer(recipe_from_dict(values))
+    inputs, _ = trainer.batches.batch(0)
+    with torch.no_grad():
+        want = transfer_loss(trainer.fam, teacher_hidden_states(trainer.model, inputs)).item()
+    assert trainer.run() == 0
+    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r.get("step") == 1)
+    assert first["transfer"] == pytest.approx(want, rel=1e-4)
+    assert all(r["transfer"] > 0 for r in records if "transfer" in r)
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"transfer_weight": 1.0}, "finetune=lora"),  # scratch / full fine-tuning has no teacher
+    ({"transfer_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora", "rsp_prob": 0.5},
+     "rsp_prob=0.0"),
+    ({"transfer_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora",
+      "attention_mode": "full"}, "student must be bswa or fam"),
+    ({"lm_weight": 0.0}, "lm_weight=0"),
+    ({"transfer_weight": -1.0}, "transfer_weight=-1.0"),
+])
+def test_transfer_recipe_errors_name_the_key(changes, key):
+    with pytest.raises(ValueError, match=key):
+        recipe_from_dict(changes)
