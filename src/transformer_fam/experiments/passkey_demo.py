@@ -2,7 +2,7 @@
 evaluate both far beyond the training length, and show that only FAM keeps the key (paper Fig. 3a).
 
     fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
-    fam demo --recipe unaligned --fam-only --threads 1 --seed 0   # issue 14's any-length recipe (seed-dependent)
+    fam demo --recipe unaligned --fam-only --threads 1 --seed 0   # issue 14's any-length recipe
     fam demo --quick                # the block-aligned recipe, 400 curriculum steps, fillers <= 48
     fam demo --fam-only --seed 1 --threads 1 --set drift_weight=0   # FAM only, one recipe field changed
     fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
@@ -11,9 +11,10 @@ Both models train with the same curriculum: fillers in whole blocks (ALIGNED, th
 any token count (UNALIGNED: the answer anywhere in its block), lengthened when the running answer
 accuracy passes 0.9, loss on the answer digits. FAM (m = 0, the paper's PassKey setup; m = 1 like
 BSWA in UNALIGNED) additionally gets training-only losses on its FAM state: a key probe (it breaks
-the write/read plateau) and, in UNALIGNED, a drift loss (1 - cos between each FAM slot after the
-key sentence and entering the answer's block); then a phase of long fillers streamed through the
-FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
+the write side of the write/read plateau) and, in UNALIGNED, a drift loss (1 - cos between each
+FAM slot after the key sentence and entering the answer's block) and the read supervision (one
+head of the last layer is taught to attend FAM slot j when it predicts digit j: the read side);
+then a phase of long fillers streamed through the FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
 models: docs/results.md.
 """
 
@@ -315,27 +316,6 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     return out, probe_loss, drift
 
 
-class FillerStream:
-    """Filler-only streams, one per batch row, advanced by ``chunk`` filler tokens per call without
-    gradients and restarted with probability ``reset``: their FAM has read an unbounded, random
-    amount of filler (the long phase's ``long_preage`` starts episodes from it)."""
-
-    def __init__(self, model, tokenizer, rows: int, chunk: int, reset: float):
-        from ..data.passkey import filler_ids
-
-        self.model, self.rows, self.reset, self.cache = model, rows, reset, None
-        self.ids = torch.tensor([filler_ids(tokenizer, chunk)] * rows)
-        self.tokens = 0  # filler tokens the current streams have read
-
-    def advance(self, rng: random.Random) -> FamCache:
-        if self.cache is None or rng.random() < self.reset:
-            self.cache, self.tokens = None, 0
-        L = self.model.config.block_size
-        self.cache = stream(self.model, self.ids, 16 * L, cache=self.cache).cache
-        self.tokens += self.ids.shape[1]
-        return self.cache
-
-
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
                position: int = 0) -> None:
     """Long forward chains: fillers up to long_max_filler (log-uniform, whole blocks), streamed
@@ -349,8 +329,6 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
     opt = _phase_optimizer(model, probe, recipe)
     model.train()
     running, t0, state, mult = 0.0, time.time(), None, final_multiple(recipe)
-    preaged = FillerStream(model, tokenizer, max(recipe.batch_size, recipe.long_batch_size), recipe.preage_chunk,
-                           recipe.preage_reset)
     bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
     try:
         for step in bar:
@@ -371,11 +349,6 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             # FAM, which holds the previous episode's key (the new key must overwrite it)
             start = (FamCache.from_fam_state(model.config, [f[torch.arange(batch) % f.shape[0]] for f in state])
                      if carried else None)
-            if recipe.long_preage > 0:
-                filler_stream = preaged.advance(rng)
-                if not carried and rng.random() < recipe.long_preage:
-                    start = FamCache.from_fam_state(model.config, [f[:batch] for f in filler_stream.fam_state()])
-                    carried = "preaged"
             ids, labels, span, key_end = _batch(recipe, batch, filler, tokenizer, rng)
             loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, key_end,
                                              recipe.long_grad_tokens if long else None)
@@ -383,11 +356,10 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             running = 0.9 * running + 0.1 * acc
             if step % 10 == 0:
                 log.append({"phase": "long", "step": step, "t": round(time.time() - t0, 1), "filler": filler,
-                            "carried": carried, "preaged_tokens": preaged.tokens if carried == "preaged" else 0,
-                            "loss": round(loss_v, 4), "acc": acc,
+                            "carried": carried, "loss": round(loss_v, 4), "acc": acc,
                             "running_acc": round(running, 3),
                             "fam_rms": round(state[-1].pow(2).mean().sqrt().item(), 1)})
-            bar.set_postfix(filler=filler, carried=int(bool(carried)), loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
+            bar.set_postfix(filler=filler, carried=int(carried), loss=f"{loss_v:.3f}", acc=f"{running:.2f}")
             if time.time() - t0 > recipe.long_seconds:
                 break
     finally:
