@@ -62,7 +62,7 @@ def test_set_overrides_and_drift_loss(tok):
 def test_cli_recipe_and_set_flags(tmp_path, capsys):
     args = build_parser().parse_args(["demo", "--recipe", "unaligned", "--set", "lr=0.002", "--set", "steps=3"])
     assert args.recipe == "unaligned" and args.set == ["lr=0.002", "steps=3"]
-    assert build_parser().parse_args(["demo"]).recipe == "aligned"
+    assert build_parser().parse_args(["demo"]).recipe == "unaligned"  # issue 14: any filler length by default
     assert main(["demo", "--set", "nope=1", "--out", str(tmp_path / "d")]) == 2
     assert "--set nope=1" in capsys.readouterr().err
 

@@ -1,14 +1,15 @@
 """The PassKey demo (`fam demo`, the main job). Train a small FAM and a same-size BSWA model on PassKey from nothing,
 evaluate both far beyond the training length, and show that only FAM keeps the key (paper Fig. 3a).
 
-    fam demo --out runs/demo        # ~14 minutes on a (shared) 2-core CPU; writes passkey.json/png, fam/, bswa/
-    fam demo --recipe unaligned --fam-only --threads 1 --seed 0   # issue 14's any-length recipe
+    fam demo --out runs/demo        # the any-length recipe, ~9 minutes on a 2-core CPU; passkey.json/png, fam/, bswa/
+    fam demo --seeds 0,1,2          # three seeds, minimum and median (the README's table)
+    fam demo --recipe aligned       # whole-block fillers, FAM m = 0 (the paper's PassKey setup)
     fam demo --quick                # the block-aligned recipe, 400 curriculum steps, fillers <= 48
     fam demo --fam-only --seed 1 --threads 1 --set drift_weight=0   # FAM only, one recipe field changed
     fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
 
-Both models train with the same curriculum: fillers in whole blocks (ALIGNED, the default) or of
-any token count (UNALIGNED: the answer anywhere in its block), lengthened when the running answer
+Both models train with the same curriculum: fillers of any token count (UNALIGNED, the default:
+the answer anywhere in its block) or in whole blocks (ALIGNED), lengthened when the running answer
 accuracy passes 0.9, loss on the answer digits. FAM (m = 0, the paper's PassKey setup; m = 1 like
 BSWA in UNALIGNED) additionally gets training-only losses on its FAM state: a key probe (it breaks
 the write side of the write/read plateau) and, in UNALIGNED, a drift loss (1 - cos between each

@@ -75,6 +75,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(recipe))
         self.step = 0
         self.cache = None  # document-continuous: the FamCache carried across steps
+        self._transfer = 0.0  # this optimiser step's attention-transfer loss (transfer_weight > 0)
         fam_mode = self.fam.config.attention_mode == "fam"
         self.rsp = RandomStatePassing(recipe.rsp_prob if fam_mode else 0.0)
         self.stop_requested = False
