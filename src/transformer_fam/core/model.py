@@ -157,6 +157,20 @@ class FamModel(FamPreTrainedModel):
                          if hasattr(m, "disable_adapters") and hasattr(m, "merged"))  # peft layers
         return dtype, position_offset, params, adapters
 
+    def _begin(self, cache: FamCache | None, x: torch.Tensor, need_state: bool) -> tuple[FamCache, StepContext]:
+        """The cache a call on ``x`` (B, T, d) continues (a new one for None; an empty one is started,
+        with the initial FAM in fam mode) and the call's StepContext."""
+        B, T, _ = x.shape
+        cache = cache if cache is not None else FamCache(self.config)
+        cache.check_compatible(self.config, B)
+        if cache.is_empty:
+            cache.start(B, self.config.num_key_value_heads, self.config.head_dim, x)
+            if self.config.attention_mode == "fam":
+                self._init_fam_states(cache, x.dtype)
+        ctx = self._context(cache, T, x.dtype)
+        ctx.need_state = need_state
+        return cache, ctx
+
     def forward_layers(self, layer_inputs) -> list[torch.Tensor]:
         """Layer-wise teacher forcing: layer ``i`` runs on ``layer_inputs[i]`` (B, T, d) instead of the
         previous layer's output, over a fresh stream (its FAM scan included), and the outputs of all
@@ -165,15 +179,7 @@ class FamModel(FamPreTrainedModel):
         can be trained to reproduce the teacher's layer on its own (attention transfer)."""
         if len(layer_inputs) < len(self.layers):
             raise ValueError(f"forward_layers: {len(layer_inputs)} inputs for {len(self.layers)} layers")
-        x = layer_inputs[0]
-        B, T, _ = x.shape
-        cache = FamCache(self.config)
-        cache.check_compatible(self.config, B)
-        cache.start(B, self.config.num_key_value_heads, self.config.head_dim, x)
-        if self.config.attention_mode == "fam":
-            self._init_fam_states(cache, x.dtype)
-        ctx = self._context(cache, T, x.dtype)
-        ctx.need_state = False
+        cache, ctx = self._begin(None, layer_inputs[0], need_state=False)
         return [layer(h, cache.layers[i], ctx)[0] for i, (layer, h) in enumerate(zip(self.layers, layer_inputs))]
 
     def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
@@ -185,15 +191,7 @@ class FamModel(FamPreTrainedModel):
         feeds the cache: the FAM update after the last block and the new windows; the returned
         cache is then not usable."""
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        B, T, _ = x.shape
-        cache = past_key_values if past_key_values is not None else FamCache(self.config)
-        cache.check_compatible(self.config, B)
-        if cache.is_empty:
-            cache.start(B, self.config.num_key_value_heads, self.config.head_dim, x)
-            if self.config.attention_mode == "fam":
-                self._init_fam_states(cache, x.dtype)
-        ctx = self._context(cache, T, x.dtype)
-        ctx.need_state = need_state
+        cache, ctx = self._begin(past_key_values, x, need_state)
         hidden = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training:
@@ -203,7 +201,7 @@ class FamModel(FamPreTrainedModel):
                 x, cache.layers[i] = layer(x, cache.layers[i], ctx)
             if hidden is not None:
                 hidden.append(x)
-        cache.advance(T)
+        cache.advance(x.shape[1])
         return self.norm(x), cache, hidden
 
 
