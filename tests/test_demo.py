@@ -51,11 +51,11 @@ def test_set_overrides_and_drift_loss(tok):
     probe = demo.KeyProbe(model.config, drift_slots=16)
     ids, labels, _, span = passkey_batch(2, 100, tok, random.Random(0))
     key_end = passkey_spans(100, 0.0, tok)["key_sentence_end"]
-    out, _, drift = demo.episode_forward(model, probe, ids, labels, span, key_end=key_end)
+    out, _, drift, _ = demo.episode_forward(model, probe, ids, labels, span, key_end=key_end)
     ref = model(ids, labels=labels)
     torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=0)
     assert 0 < drift.item() < 1
-    out2, _, drift2 = demo.episode_forward(model, probe, ids, labels, span, grad_tokens=32, key_end=key_end)
+    out2, _, drift2, _ = demo.episode_forward(model, probe, ids, labels, span, grad_tokens=32, key_end=key_end)
     assert out2.logits.shape[1] < ids.shape[1] and abs(drift2.item() - drift.item()) < 1e-4
 
 
@@ -239,6 +239,18 @@ def test_read_supervision_uses_the_models_own_attention(tok, mem):
     torch.testing.assert_close(demo.read_loss(call, positions), want)
     # in training, the read loss reaches the weights through the recorded tensors
     model.zero_grad()
-    out, _, _ = demo.episode_forward(model, demo.KeyProbe(model.config), ids, labels, span, read=True)
-    out.read_loss.backward()
-    assert out.read_loss.item() > 0 and model.model.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0
+    read = demo.episode_forward(model, demo.KeyProbe(model.config), ids, labels, span, read=True).read_loss
+    read.backward()
+    assert read.item() > 0 and model.model.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_read_supervision_refuses_the_read_gate_option(tok):
+    """With fam_read_gate the FAM is read in a softmax of its own: head_window's joint-softmax
+    reconstruction would be wrong, so it says so instead."""
+    torch.manual_seed(0)
+    model = demo.make_model(recipes.UNALIGNED, "fam", 64)
+    model.config.fam_read_gate = True
+    gated = type(model)(model.config)
+    ids, labels, _, span = passkey_batch(2, 37, tok, random.Random(0))
+    with pytest.raises(ValueError, match="read-gate option"):
+        demo.episode_forward(gated, demo.KeyProbe(gated.config), ids, labels, span, read=True)

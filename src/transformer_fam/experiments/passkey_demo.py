@@ -29,6 +29,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -72,8 +73,8 @@ class KeyProbe(torch.nn.Module):
         self.norm = torch.nn.RMSNorm(config.hidden_size, elementwise_affine=False)
 
     def forward_with_probe(self, model, ids, labels, span, cache: FamCache | None = None):
-        out, probe_loss, _ = episode_forward(model, self, ids, labels, span, cache=cache)
-        return out, probe_loss
+        ep = episode_forward(model, self, ids, labels, span, cache=cache)
+        return ep.out, ep.probe_loss
 
     def drift(self, before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
         """Mean over layers and the drift slots of 1 - cos(FAM slot right after the key sentence
@@ -100,16 +101,17 @@ class ReadRecorder:
     call (one per layer and forward), for the read supervision (``read_loss``)."""
 
     def __init__(self):
-        self.calls: list[tuple] = []
+        self.calls: list[dict] = []
 
     def __enter__(self):
         from ..core import layers
 
         self._original = original = layers.window_attention
 
-        def recording(q, k_seq, v_seq, fam_k, fam_v, plan, *args, **kwargs):
-            out = original(q, k_seq, v_seq, fam_k, fam_v, plan, *args, **kwargs)
-            self.calls.append(dict(q=q, k_seq=k_seq, v_seq=v_seq, fam_k=fam_k, fam_v=fam_v, plan=plan, out=out))
+        def recording(q, k_seq, v_seq, fam_k, fam_v, plan, backend="auto", fam_gate=None):
+            out = original(q, k_seq, v_seq, fam_k, fam_v, plan, backend, fam_gate)
+            self.calls.append(dict(q=q, k_seq=k_seq, v_seq=v_seq, fam_k=fam_k, fam_v=fam_v, plan=plan, out=out,
+                                   gated=fam_gate is not None))
             return out
 
         layers.window_attention = recording
@@ -126,6 +128,9 @@ def head_window(call: dict, t: int, head: int = 0) -> tuple[torch.Tensor, torch.
     starts at a block boundary, paper form): its masked logits over the key window [memory | FAM |
     current block] (B, S), in the order of BlockPlan.mask, and the values (B, S, hd)."""
     q, plan = call["q"], call["plan"]
+    if call["gated"]:
+        raise ValueError("head_window: the read-gate option (O2) reads the FAM in a softmax of its own; "
+                         "the read supervision covers the paper's joint softmax only")
     L, m = plan.block_size, plan.mem_segments
     hk = head // (q.shape[1] // call["k_seq"].shape[1])
     b, r = divmod(t, L) if plan.nb > 1 else (0, t)
@@ -177,13 +182,14 @@ def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache:
         out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
         loss = out.loss
     else:
-        out, probe_loss, drift = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache,
-                                                 read=recipe.read_weight > 0)
-        loss = out.loss + recipe.probe_weight * probe_loss
+        ep = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache,
+                             read=recipe.read_weight > 0)
+        out = ep.out
+        loss = out.loss + recipe.probe_weight * ep.probe_loss
         if recipe.drift_weight > 0:
-            loss = loss + recipe.drift_weight * drift
+            loss = loss + recipe.drift_weight * ep.drift
         if recipe.read_weight > 0:
-            loss = loss + recipe.read_weight * out.read_loss
+            loss = loss + recipe.read_weight * ep.read_loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -271,9 +277,19 @@ def train_carried(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, lo
         bar.close()
 
 
+class Episode(NamedTuple):
+    """What ``episode_forward`` returns: the model output (logits from the gradient part on) and the
+    training-only losses (0 where not asked for)."""
+
+    out: object  # CausalLMOutputWithPast
+    probe_loss: torch.Tensor | float
+    drift: torch.Tensor
+    read_loss: torch.Tensor
+
+
 def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = None, key_end: int | None = None,
                     cache: FamCache | None = None, read: bool = False):
-    """One episode's forward -> (out, probe loss, drift). The prefix before the last grad_tokens
+    """One episode's forward -> Episode(out, probe loss, drift, read loss). The prefix before the last grad_tokens
     tokens ahead of the answer's block runs without gradients (streamed through the FamCache in
     16-block chunks: truncated backpropagation); None backpropagates through everything. With
     key_end (the index after the key sentence), the FAM at the first block boundary after it is
@@ -312,9 +328,7 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     loss = next_token_loss(logits, labels[:, g0:])
     probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
     drift = probe.drift(fam_key, fam) if probe is not None and fam_key is not None else torch.zeros(())
-    out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
-    out.read_loss = read_l  # the read supervision (0 unless ``read``)
-    return out, probe_loss, drift
+    return Episode(CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache), probe_loss, drift, read_l)
 
 
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
