@@ -134,6 +134,17 @@ class MultiData(Data):
         return torch.tensor(rows), spans
 
 
+def hidden_distill(student: tuple, teacher: tuple, pos) -> torch.Tensor:
+    """Smooth-L1 between student and teacher hidden states at positions ``pos`` (an index tensor or
+    a slice), each layer scaled by the teacher's RMS there (robust to tiny vectors); mean over layers."""
+    total = 0.0
+    for hs_s, hs_t in zip(student[1:], teacher[1:]):
+        t = hs_t[:, pos].float()
+        rms = t.pow(2).mean().sqrt() + 1e-6
+        total = total + F.smooth_l1_loss(hs_s[:, pos].float() / rms, t / rms, beta=1.0)
+    return total / (len(student) - 1)
+
+
 def answer_logits(model, ids, a0, a1, **kw):
     out = model(input_ids=ids, logits_to_keep=ids.shape[1] - a0 + 1, **kw)
     return out, out.logits[:, : a1 - a0]  # positions a0-1 .. a1-2 predict a0 .. a1-1
@@ -217,6 +228,23 @@ def main():
     lengths = [int(x) for x in a.eval_lengths.split(",")]
     t_start, tokens, step = time.time(), 0, 0
     print(f"head {data.head} qa {data.qa}", flush=True)
+
+    def step_and_log(loss, ids, rec: dict) -> None:
+        """One optimiser step on ``loss``, then one metrics.jsonl line (``rec`` + step, sizes, time, gate)."""
+        nonlocal step, tokens
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], a.clip)
+        opt.step()
+        step += 1
+        tokens += ids.numel()
+        rec.update(step=step, T=ids.shape[1], gn=float(gn), tokens=tokens, min=(time.time() - t_start) / 60,
+                   gate=max((float(torch.tanh(g).abs().max()) for g in read_gates(peft).values()), default=0.0))
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if step % 10 == 0 or step == 1:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+
     while step < a.steps and time.time() - t_start < a.minutes * 60:
         D = [d for s, d in cur if s <= step][-1]
         peft.train()
@@ -246,33 +274,14 @@ def main():
             if need_h:  # hidden states at the question / answer positions of answers that need memory
                 pos = torch.cat([torch.arange(a0 - a.distill_span, a1 - 1) for a0, a1, n in spans if n] or
                                 [torch.arange(a0 - a.distill_span, a1 - 1) for a0, a1, _ in spans])
-                hid = 0.0
-                for hs_s, hs_t in zip(s_out.hidden_states[1:], t_out.hidden_states[1:]):
-                    t = hs_t[:, pos].float()
-                    rms = t.pow(2).mean().sqrt() + 1e-6
-                    hid = hid + F.smooth_l1_loss(hs_s[:, pos].float() / rms, t / rms, beta=1.0)
-                hid = hid / (len(s_out.hidden_states) - 1)
+                hid = hidden_distill(s_out.hidden_states, t_out.hidden_states, pos)
                 loss = loss + a.distill * hid
             right = torch.stack([(lg[:, a0 - 1:a1 - 1].argmax(-1) == ids[:, a0:a1]).all(-1) for a0, a1, _ in spans], 1)
             needs = torch.tensor([n for _, _, n in spans])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], a.clip)
-            opt.step()
-            step += 1
-            tokens += ids.numel()
-            gates = read_gates(peft)
-            rec = dict(step=step, T=ids.shape[1], ce=float(ce), hid=None if hid is None else float(hid),
-                       transfer=None if tr is None else float(tr),
-                       n_mem=int(needs.sum()),
-                       acc_mem=float(right[:, needs].float().mean()) if needs.any() else None,
-                       acc_win=float(right[:, ~needs].float().mean()) if (~needs).any() else None,
-                       gn=float(gn), tokens=tokens, min=(time.time() - t_start) / 60,
-                       gate=max((float(torch.tanh(g).abs().max()) for g in gates.values()), default=0.0))
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            if step % 10 == 0 or step == 1:
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+            step_and_log(loss, ids, dict(
+                ce=float(ce), hid=None if hid is None else float(hid), transfer=None if tr is None else float(tr),
+                n_mem=int(needs.sum()), acc_mem=float(right[:, needs].float().mean()) if needs.any() else None,
+                acc_win=float(right[:, ~needs].float().mean()) if (~needs).any() else None))
             continue
         ids, (a0, a1), d = data.batch(a.batch, D, a.p_inwindow, a.depth_mix)
         need_h = a.distill > 0
@@ -291,30 +300,11 @@ def main():
             loss = loss + a.kl * kl
             rec["kl"] = float(kl)
         if need_h:
-            lo = a0 - a.distill_span
-            hs = 0.0
-            for hs_s, hs_t in zip(s_out.hidden_states[1:], t_out.hidden_states[1:]):
-                t = hs_t[:, lo:a1 - 1].float()
-                rms = t.pow(2).mean().sqrt() + 1e-6  # one scale per layer (robust to tiny vectors)
-                hs = hs + F.smooth_l1_loss(hs_s[:, lo:a1 - 1].float() / rms, t / rms, beta=1.0)
-            hs = hs / (len(s_out.hidden_states) - 1)
+            hs = hidden_distill(s_out.hidden_states, t_out.hidden_states, slice(a0 - a.distill_span, a1 - 1))
             loss = loss + a.distill * hs
             rec["hid"] = float(hs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], a.clip)
-        opt.step()
-        step += 1
-        tokens += ids.numel()
-        acc = float((s_lg.argmax(-1) == ids[:, a0:a1]).all(-1).float().mean())
-        gates = read_gates(peft)
-        rec.update(step=step, d=d, T=ids.shape[1], ce=float(ce), acc=acc, gn=float(gn), tokens=tokens,
-                   min=(time.time() - t_start) / 60,
-                   gate=max((float(torch.tanh(g).abs().max()) for g in gates.values()), default=0.0))
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        if step % 10 == 0 or step == 1:
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+        rec.update(d=d, ce=float(ce), acc=float((s_lg.argmax(-1) == ids[:, a0:a1]).all(-1).float().mean()))
+        step_and_log(loss, ids, rec)
     b = torch.cat([p.detach().flatten() for n, p in peft.named_parameters() if "lora_B" in n])
     train_min = (time.time() - t_start) / 60
     save_lora(peft, out / "adapter")
