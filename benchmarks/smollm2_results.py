@@ -28,14 +28,15 @@ def fam(*args: str) -> list[str]:
     return [sys.executable, "-m", "transformer_fam.cli", *args]
 
 
-def run_all(jobs: list[tuple[list[str], Path]], workers: int, log_dir: Path) -> None:
-    """Run the commands whose output path is missing, ``workers`` at a time, one thread each."""
-    todo = [(cmd, out) for cmd, out in jobs if not out.exists()]
+def run_all(jobs: list[tuple[str, list[str], Path]], workers: int, log_dir: Path) -> None:
+    """Run the (name, command, output) jobs whose output is missing, ``workers`` at a time, one
+    thread each; each logs to LOG_DIR/name.log."""
+    todo = [job for job in jobs if not job[2].exists()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def one(job):
-        cmd, out = job
-        log = log_dir / (out.parent.name + "-" + out.name + ".log")
+        name, cmd, out = job
+        log = log_dir / f"{name}.log"
         print("running:", " ".join(cmd[2:]), flush=True)
         with open(log, "w") as f:
             rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -64,10 +65,12 @@ def main(argv=None) -> int:
     conv = runs / "converted"
     fam_dir = Path(a.fam or runs / "fam" / "final")
     bswa_dir = Path(a.bswa or runs / "bswa" / "final")
-    run_all([(fam("convert", "smollm2", str(conv), "--mode", "fam", *SHAPE), conv / "config.json")], 1, runs / "logs")
+    run_all([("convert", fam("convert", "smollm2", str(conv), "--mode", "fam", *SHAPE), conv / "config.json")], 1,
+            runs / "logs")
     if not a.skip_train:
-        run_all([(fam("train", "smollm2-fam", f"out_dir={fam_dir.parent}", "progress=false"), fam_dir / "config.json"),
-                 (fam("train", "smollm2-bswa", f"out_dir={bswa_dir.parent}", "progress=false"),
+        run_all([("train-fam", fam("train", "smollm2-fam", f"out_dir={fam_dir.parent}", "progress=false"),
+                  fam_dir / "config.json"),
+                 ("train-bswa", fam("train", "smollm2-bswa", f"out_dir={bswa_dir.parent}", "progress=false"),
                   bswa_dir / "config.json")], a.workers, runs / "logs")
     models = {  # row name -> (folder, passkey flags, ppl mode)
         "original (full attention)": (conv, ["--attention-mode", "full"], "full"),
@@ -80,9 +83,9 @@ def main(argv=None) -> int:
     jobs, where = [], {}
     for i, (name, (folder, flags, mode)) in enumerate(models.items()):
         pk, pp = runs / "eval" / f"passkey-{i}", runs / "eval" / f"ppl-{i}"
-        jobs.append((fam("eval", "passkey", "--model", str(folder), "--lengths", a.lengths, "--samples",
+        jobs.append((f"passkey-{i}", fam("eval", "passkey", "--model", str(folder), "--lengths", a.lengths, "--samples",
                          str(a.samples), "--threads", "1", "--out", str(pk), *flags), pk / "passkey.json"))
-        jobs.append((fam("eval", "ppl", "--model", str(folder), "--data", "milton", "--modes", mode, "--buckets",
+        jobs.append((f"ppl-{i}", fam("eval", "ppl", "--model", str(folder), "--data", "milton", "--modes", mode, "--buckets",
                          a.buckets, "--max-tokens", str(a.max_tokens), "--threads", "1", "--out", str(pp)),
                      pp / "ppl.json"))
         where[name] = (pk / "passkey.json", pp / "ppl.json", mode)
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     for name, (pk, pp, mode) in where.items():
         passkey = json.loads(pk.read_text())["accuracy"]
         ppl = json.loads(pp.read_text())
-        results[name] = {"passkey": passkey, "ppl": ppl["modes"][mode] if "modes" in ppl else ppl[mode]}
+        results[name] = {"passkey": passkey, "ppl": ppl["modes"][mode]}
     write_outputs(results, a)
     return 0
 
