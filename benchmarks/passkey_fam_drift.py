@@ -22,7 +22,7 @@ import torch
 
 from transformer_fam import FamForCausalLM
 from transformer_fam.core.streaming import stream
-from transformer_fam.data.passkey import _build, random_key
+from transformer_fam.data.passkey import make_passkey_example, random_key
 from transformer_fam.data.tokenizer import load_tokenizer
 
 
@@ -31,11 +31,11 @@ def fam_entering_answer(model, tok, filler: int, n: int, seed: int):
     rows, digits = [], []
     for _ in range(n):
         key = random_key(rng)
-        ids, spans = _build(filler, key, 0.0, tok)
+        ids, (answer, _) = make_passkey_example(filler, key, 0.0, tok)
         rows.append(ids)
         digits.append([int(c) for c in str(key)])
     L = model.config.block_size
-    cut = spans["answer"][0] // L * L
+    cut = answer // L * L
     with torch.no_grad():
         cache = stream(model, torch.tensor(rows)[:, :cut], 16 * L).cache
     fams = [f / f.pow(2).mean(-1, keepdim=True).sqrt() for f in cache.fam_state()]  # per layer (N, F, d)
