@@ -64,7 +64,8 @@ class Recipe:
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
-    lm_weight: float = 1.0  # weight of the next-token loss (0 with transfer_weight > 0: transfer alone)
+    lm_weight: float = 1.0  # weight of the next-token loss (0 with transfer_weight > 0: transfer alone; the loss
+    #                         is then still computed, without gradients, for the log: one forward per step)
     # optimisation
     optimizer: str = "adamw"  # adamw / adafactor
     lr: float = 1e-3
