@@ -12,6 +12,10 @@ distillation from the same weights in ``full`` mode with the adapters off (the t
 whole context) at the question / answer positions.
 ``--transfer W`` adds the layer-wise attention transfer of transformer_fam.training.transfer
 (``--ce 0``: transfer alone).
+``--read W`` / ``--probe W`` (single-question data, paper form) port the demo's read supervision
+and key probe: the ``--read-heads`` heads that retrieve the key in the original model (full
+attention: most attention from the query predicting digit j onto key digit j) must attend FAM
+slot j there, and a linear probe must decode digit j from slot j's value at those heads.
 Eval: teacher-forced whole-key accuracy at several filler lengths (depth 0, new keys); with the
 read gate also with the gates closed (= BSWA, the memory not read).
 """
@@ -73,6 +77,14 @@ def parse():
                    help="weight of the layer-wise attention transfer (LoLCATs-style): every layer, fed the "
                         "full-attention teacher's input hidden states, must reproduce the teacher's output")
     p.add_argument("--ce", type=float, default=1.0, help="weight of the end-to-end answer cross-entropy (multi)")
+    p.add_argument("--read", type=float, default=0.0,
+                   help="weight of the read supervision (single-question data, paper form): the --read-heads "
+                        "heads that attend the key most in the full-attention teacher must attend FAM slot j "
+                        "when predicting key digit j (the demo's read_loss)")
+    p.add_argument("--probe", type=float, default=0.0,
+                   help="weight of a key probe on those heads' FAM values: digit j decoded from slot j's value "
+                        "in the answer's block (the write side, training only)")
+    p.add_argument("--read-heads", type=int, default=4, help="how many (layer, head) pairs --read / --probe cover")
     return p.parse_args()
 
 
@@ -100,6 +112,7 @@ class Data:
             ids, spans = _build(n, k, depth, self.tok)
             rows.append(ids)
             keys.append(k)
+        self.last_spans = spans
         return torch.tensor(rows), spans["answer"], d
 
 
@@ -132,6 +145,81 @@ class MultiData(Data):
                 last_key = a1 - 1
             rows.append(ids)
         return torch.tensor(rows), spans
+
+
+DIGIT0 = 32  # SmolLM2's token id of "0" ("0".."9" are ids 32..41); the answer is " " + 5 digit tokens
+
+
+@contextlib.contextmanager
+def record_full_attention():
+    """While active, records (q, k) of every full-mode attention call (one per layer and forward)."""
+    from transformer_fam.core import layers
+
+    calls, original = [], layers.causal_attention
+
+    def recording(q, k, v):
+        calls.append((q, k))
+        return original(q, k, v)
+
+    layers.causal_attention = recording
+    try:
+        yield calls
+    finally:
+        layers.causal_attention = original
+
+
+def retrieval_heads(peft, data: Data, n_heads: int, bf16: bool, rows: int = 8) -> list[tuple[int, int]]:
+    """The (layer, head) pairs whose queries predicting key digit j put the most attention on key
+    digit j in the original model (full attention, adapters off), over prompts with the question
+    two blocks after the key: the heads the checkpoint retrieves the key with."""
+    ids, (a0, _), _ = data.batch(rows, 2, 0.0, 0.0)
+    k0 = data.last_spans["first_key"][0]
+    with teacher_view(peft), record_full_attention() as calls, \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        peft(input_ids=ids, logits_to_keep=1)
+    scores = []
+    for layer, (q, k) in enumerate(calls):
+        H, Hk = q.shape[1], k.shape[1]
+        mass = 0.0
+        for j in range(5):  # the query at a0 + j predicts digit j (answer token j + 1)
+            t = a0 + j
+            kk = k[:, :, : t + 1].repeat_interleave(H // Hk, dim=1).float()
+            att = torch.softmax(torch.einsum("bhd,bhsd->bhs", q[:, :, t].float(), kk) / q.shape[-1] ** 0.5, -1)
+            mass = mass + att[:, :, k0 + 1 + j].mean(0)
+        scores += [(float(mass[h]) / 5, layer, h) for h in range(H)]
+    scores.sort(reverse=True)
+    print("retrieval heads (mass on the key digit, layer, head):", [(round(s, 3), l, h) for s, l, h in scores[:n_heads]],
+          flush=True)
+    return [(layer, h) for _, layer, h in scores[:n_heads]]
+
+
+class ValueProbe(torch.nn.Module):
+    """Training-only: digit j from FAM slot j's value, for each supervised (layer, head)."""
+
+    def __init__(self, heads: list[tuple[int, int]], head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.lin = torch.nn.ModuleList(torch.nn.Linear(head_dim, 10) for _ in heads)
+        self.norm = torch.nn.RMSNorm(head_dim, elementwise_affine=False)
+
+    def loss(self, calls: list[dict], ids: torch.Tensor, a0: int) -> torch.Tensor:
+        digits = ids[:, a0 + 1: a0 + 6] - DIGIT0  # (B, 5)
+        total = 0.0
+        for lin, (layer, h) in zip(self.lin, self.heads):
+            call = calls[layer]
+            fv, L = call["fam_v"], call["plan"].block_size
+            hk = h // (call["q"].shape[1] // fv.shape[1])
+            for j in range(5):
+                b = (a0 + j) // L  # the block of the query that predicts digit j
+                total = total + F.cross_entropy(lin(self.norm(fv[:, hk, b, j].float())), digits[:, j])
+        return total / (5 * len(self.heads))
+
+
+def head_read_loss(calls: list[dict], heads: list[tuple[int, int]], a0: int) -> torch.Tensor:
+    """The demo's read supervision on the chosen heads: at the query predicting digit j, FAM slot j."""
+    from transformer_fam.experiments.passkey_demo import read_loss
+
+    return sum(read_loss(calls[layer], [a0 + j for j in range(5)], head=h) for layer, h in heads) / len(heads)
 
 
 def hidden_distill(student: tuple, teacher: tuple, pos) -> torch.Tensor:
@@ -221,6 +309,14 @@ def main():
               {"params": [p for n, p in peft.named_parameters() if p.requires_grad and n.endswith("fam_prompt")],
                "lr": a.fam_lr},
               {"params": list(read_gates(peft).values()), "lr": a.gate_lr}]
+    heads, vprobe = [], None
+    if a.read > 0 or a.probe > 0:
+        if a.mode != "fam" or a.gate or a.multi:
+            sys.exit("--read / --probe: fam mode, the paper's joint softmax (no --gate), single-question data")
+        heads = retrieval_heads(peft, data, a.read_heads, bf16)
+        if a.probe > 0:
+            vprobe = ValueProbe(heads, fam_model(peft).config.head_dim)
+            groups.append({"params": list(vprobe.parameters()), "lr": 1e-3})
     opt = torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.99), weight_decay=0.0)
     cur = sorted((int(s), int(d)) for d, s in (x.split(":") for x in a.curriculum.split(",")))
     log = open(out / "metrics.jsonl", "w")
@@ -288,12 +384,23 @@ def main():
         if need_h or a.kl > 0:
             with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 t_out, t_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        from transformer_fam.experiments.passkey_demo import ReadRecorder
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
+                (ReadRecorder() if heads else contextlib.nullcontext()) as recorder:
             s_out, s_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
         s_lg = s_lg.float()
         ce = F.cross_entropy(s_lg.reshape(-1, s_lg.shape[-1]), ids[:, a0:a1].reshape(-1))
         loss = ce
         rec = {}
+        if heads and a.read > 0:
+            rl = head_read_loss(recorder.calls, heads, a0)
+            loss = loss + a.read * rl
+            rec["read"] = float(rl)
+        if vprobe is not None:
+            pl = vprobe.loss(recorder.calls, ids, a0)
+            loss = loss + a.probe * pl
+            rec["probe"] = float(pl)
         if a.kl > 0:
             kl = F.kl_div(F.log_softmax(s_lg, -1), F.log_softmax(t_lg.float(), -1), log_target=True,
                           reduction="batchmean") / (a1 - a0)

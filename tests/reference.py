@@ -116,9 +116,13 @@ def reference_fam(model, ids):
     init_pos = torch.arange(-Fl, 0)
     fam = []
     f = model.model.fam_prompt.detach().clone()
+
+    def centred(f):  # option O3 (not the paper): readers see the FAM minus its mean over the F vectors
+        return f - f.mean(0, keepdim=True) if getattr(c, "fam_center", False) else f
+
     for layer in layers:
         fam.append(f)
-        q, k, v = layer.qkv(f, init_pos)
+        q, k, v = layer.qkv(centred(f), init_pos)
         f = layer.out(attend(q, k, v, torch.ones(Fl, Fl, dtype=torch.bool)), f)
     first_update = [True] * nl
     memory = [[] for _ in range(nl)]  # per layer: list of (k, v) of previous complete blocks
@@ -132,7 +136,7 @@ def reference_fam(model, ids):
         fam_pos = torch.arange(start - Fl, start)  # F_{b-1} sits on the last F positions of block b-1
         for i, layer in enumerate(layers):
             q, k, v = layer.qkv(x, tok_pos)
-            qf, kf, vf = layer.qkv(fam[i], fam_pos)
+            qf, kf, vf = layer.qkv(centred(fam[i]), fam_pos)
             mem = memory[i][-m:] if m > 0 else []
             mk = torch.cat([mk for mk, _ in mem] + [kf, k])
             mv = torch.cat([mv for _, mv in mem] + [vf, v])

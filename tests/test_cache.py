@@ -1,6 +1,8 @@
 """The streaming state (docs/algorithm.md, rules S1-S4, F5, P2-P3): its window layout, a stream
 started from a carried FAM, and the state's round trip through plain tensors."""
 
+import json
+
 import pytest
 import torch
 
@@ -100,10 +102,21 @@ def test_loading_into_another_model_names_the_mismatch(tmp_path):
     for other, field in [(tiny("bswa", L=8, m=1, F=2), "attention_mode=bswa"),
                          (tiny("fam", L=4, m=1, F=2), "block_size=4"),
                          (tiny("fam", L=8, m=2, F=2), "mem_segments=2"),
+                         (tiny("fam", L=8, m=1, F=2, fam_center=True), "fam_center=True"),
                          (tiny("fam", L=8, m=1, F=2, seed=1), "other weights"),
                          (tiny("fam", L=8, m=1, F=2).to(torch.bfloat16), "runs in bfloat16")]:
         with pytest.raises(ValueError, match=field):
             FamCache.load(tmp_path / "s", other)
+    # a state saved before the fam_center option existed (no such field) still loads where it is off
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tmp_path / "s"), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    old = json.loads(meta["fam_cache"])
+    del old["shape"]["fam_center"]
+    save_file(tensors, str(tmp_path / "old"), metadata={"fam_cache": json.dumps(old)})
+    assert FamCache.load(tmp_path / "old", model).get_seq_length() == 20
     (tmp_path / "junk").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a readable state file"):
         FamCache.load(tmp_path / "junk", model)

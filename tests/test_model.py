@@ -98,6 +98,47 @@ def test_capped_fam_equals_algorithm2_with_the_cap(T):
     torch.testing.assert_close(loose(ids).logits, paper(ids).logits, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("T", [32, 29])
+def test_centred_fam_equals_algorithm2_with_centred_readers(T):
+    """Option O3: fam_center equals Algorithm 2 with QKV of (FAM - its slot mean), on the training,
+    inference and streamed paths, and differs from the paper's form on the same weights."""
+    model = tiny("fam", L=8, m=1, F=3, fam_center=True)
+    ids = ids_for(model, 2, T)
+    logits = model(ids).logits
+    with torch.no_grad():
+        fast = model(ids).logits
+        streamed, _ = _stream(model, ids, [3, 11, 12, 20])
+    for b in range(2):
+        expected = reference_fam(model, ids[b])
+        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
+        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
+    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    paper = tiny("fam", L=8, m=1, F=3)
+    paper.load_state_dict(model.state_dict())
+    assert (paper(ids).logits - logits).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_centred_fam_ignores_what_all_slots_share():
+    """Option O3: adding one vector to every FAM slot of a carried state leaves the next block's
+    output unchanged (the paper's form changes)."""
+    for center, same in ((True, True), (False, False)):
+        model = tiny("fam", L=8, m=1, F=3, fam_center=center)
+        ids = ids_for(model, 1, 24)
+        cache = model(ids[:, :16], use_cache=True).past_key_values
+        state = cache.fam_state()
+        shift = torch.randn(1, 1, state[0].shape[-1]) * 5
+        plain = model(ids[:, 16:], past_key_values=FamCache.from_fam_state(model.config, state)).logits
+        moved = model(ids[:, 16:], past_key_values=FamCache.from_fam_state(
+            model.config, [f + shift for f in state])).logits
+        assert torch.allclose(plain, moved, atol=1e-4) is same
+
+
+def test_fam_center_needs_two_slots():
+    with pytest.raises(ValueError, match="fam_center"):
+        tiny("fam", L=8, m=1, F=1, fam_center=True)
+
+
 def test_fam_differs_from_bswa_and_uses_the_prompt():
     """Rules M3, F4: the FAM columns change the output, and the learned prompt reaches it."""
     fam = tiny("fam", L=8, m=1, F=2)

@@ -89,11 +89,15 @@ def test_bundled_recipes_load():
     assert (lora.fam_lr, lora.gate_lr) == (1e-3, 3e-3)
 
 
-def test_recipe_fam_max_rms_reaches_the_model_config():
+def test_recipe_fam_options_reach_the_model_config():
     from transformer_fam.training.setup import model_config
 
     assert model_config(recipe_from_dict({"fam_max_rms": 2.5}), vocab_size=50).fam_max_rms == 2.5
     assert model_config(recipe_from_dict({}), vocab_size=50).fam_max_rms is None  # 0: the paper's update
+    assert model_config(recipe_from_dict({"fam_center": True}), vocab_size=50).fam_center is True
+    assert model_config(recipe_from_dict({}), vocab_size=50).fam_center is False
+    with pytest.raises(ValueError, match="recipe key fam_center=True: acts on the FAM only"):
+        recipe_from_dict({"attention_mode": "bswa", "fam_center": True})
 
 
 def test_lr_schedule_warmup_constant_cosine():

@@ -38,7 +38,10 @@ from .state import FullState, LayerState, WindowLayout, WindowState
 STATE_FORMAT = "transformer-fam-state/1"
 _SHAPE_FIELDS = ("attention_mode", "block_size", "mem_segments", "fam_length", "num_hidden_layers", "hidden_size",
                  "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rope_scaling",
-                 "fam_max_rms", "qk_norm", "qkv_bias", "attention_bias", "rms_norm_eps")
+                 "fam_max_rms", "fam_center", "qk_norm", "qkv_bias", "attention_bias", "rms_norm_eps")
+# fields added after the format was fixed, with the value a state saved before them implies: left
+# out of the fingerprint at that value, so such states still load
+_LATER_FIELDS = {"fam_center": False}
 
 
 def model_fingerprint(model) -> str:
@@ -54,6 +57,7 @@ def model_fingerprint(model) -> str:
         return cached[1]
     h = hashlib.blake2b(digest_size=16)
     cfg = {f: getattr(model.config, f, None) for f in _SHAPE_FIELDS}
+    cfg = {f: v for f, v in cfg.items() if f not in _LATER_FIELDS or v != _LATER_FIELDS[f]}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
@@ -278,7 +282,7 @@ class FamCache:
         if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
             raise ValueError(f"{path}: not a transformer-fam state file (format {None if not meta else meta.get('format')!r})")
         ours = {f: getattr(model.config, f, None) for f in _SHAPE_FIELDS}
-        theirs = meta["shape"]
+        theirs = {**_LATER_FIELDS, **meta["shape"]}
         for f in _SHAPE_FIELDS:
             if json.dumps(theirs.get(f), sort_keys=True, default=str) != json.dumps(ours[f], sort_keys=True, default=str):
                 raise ValueError(f"{path}: the state was read with {f}={theirs.get(f)}, the model has {f}={ours[f]}")

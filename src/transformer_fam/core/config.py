@@ -34,6 +34,12 @@ class FamConfig(PretrainedConfig):
             paper (O2): block queries read the FAM through a softmax of their own, added with a
             per-layer, per-head gate, ``out = out_bswa + tanh(g) * out_fam``, g initialised to 0,
             so a converted model equals its BSWA form until fine-tuning opens the gate.
+        fam_center: ``False`` (the paper, default) or ``True``, an option that departs from the
+            paper (O3): every FAM vector has the mean of its layer's F vectors subtracted before
+            its QKV projection (before Norm1), so a component that all F slots share is invisible
+            to every reader of the FAM (block queries and the FAM's own update). The state itself
+            keeps the paper's additive update. Aimed at the drift the paper's form shows on long
+            fillers, most of which all slots share (docs/results.md). Requires ``fam_length >= 2``.
     """
 
     model_type = "fam"
@@ -68,6 +74,7 @@ class FamConfig(PretrainedConfig):
     attention_backend: str = "auto"
     fam_max_rms: float | None = None
     fam_read_gate: bool = False
+    fam_center: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -112,6 +119,10 @@ class FamConfig(PretrainedConfig):
             bad("fam_max_rms", "must be None (the paper's update) or a number > 0")
         if not isinstance(self.fam_read_gate, bool):
             bad("fam_read_gate", "must be true or false")
+        if not isinstance(self.fam_center, bool):
+            bad("fam_center", "must be true or false")
+        if self.fam_center and self.attention_mode == "fam" and self.fam_length < 2:
+            bad("fam_center", "needs fam_length >= 2 (one centred vector is zero)")
         if self.rope_theta <= 0:
             bad("rope_theta", "must be > 0")
         if self.rope_scaling is not None:

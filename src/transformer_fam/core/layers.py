@@ -131,7 +131,7 @@ class FamDecoderLayer(nn.Module):
     def __init__(self, config: FamConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.config = config  # read at run time: fam_max_rms may be changed on a built model
+        self.config = config  # read at run time: fam_max_rms / fam_center may be changed on a built model
         self.self_attn = FamAttention(config)
         self.mlp = FamMLP(config)
         self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -141,7 +141,10 @@ class FamDecoderLayer(nn.Module):
         return a + self.mlp(self.post_attention_layernorm(a))
 
     def fam_projections(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """QKV of Norm1(FAM) at the FAM's positions (same weights as the tokens)."""
+        """QKV of Norm1(FAM) at the FAM's positions (same weights as the tokens); with the
+        fam_center option (O3) of Norm1(FAM - its mean over the F vectors)."""
+        if self.config.fam_center:
+            fam = fam - fam.mean(dim=-2, keepdim=True)
         return self.self_attn.project(self.input_layernorm(fam), cos, sin)
 
     def carried_fam(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

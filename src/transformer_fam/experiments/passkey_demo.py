@@ -49,6 +49,7 @@ def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM
                     block_size=recipe.block_size, mem_segments=recipe.fam_mem_segments if mode == "fam" else 1,
                     fam_length=recipe.fam_length, max_position_embeddings=1 << 20,
                     fam_max_rms=recipe.fam_max_rms if mode == "fam" else None,
+                    fam_center=recipe.fam_center and mode == "fam",
                     pad_token_id=0, bos_token_id=2, eos_token_id=3)
     return FamForCausalLM(cfg)
 

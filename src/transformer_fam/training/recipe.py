@@ -62,6 +62,7 @@ class Recipe:
     random_position_offset: bool = False
     fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
+    fam_center: bool = False  # option, not the paper: FAM readers see it minus its mean over the F vectors
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     lm_weight: float = 1.0  # weight of the next-token loss (0 with transfer_weight > 0: transfer alone; the loss
@@ -109,7 +110,8 @@ class Recipe:
             raise ValueError(f"recipe key rsp_prob={self.rsp_prob}: must be in [0, 1]")
         if self.fam_max_rms < 0:
             raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
-        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False)):  # FAM-only switches
+        for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False),
+                         ("fam_center", False)):  # FAM-only switches
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")

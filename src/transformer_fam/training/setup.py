@@ -106,7 +106,8 @@ def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
     """The FamConfig of a from-scratch run: the preset's sizes, else the recipe's."""
     fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
-               fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate)
+               fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate,
+               fam_center=recipe.fam_center)
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -132,7 +133,7 @@ def build_model(recipe: Recipe, tokenizer):
         raise ValueError(f"recipe key init=pretrained: the conversion module is unavailable ({err})") from None
     model = from_hf(recipe.base_model, attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                     mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32,
-                    fam_read_gate=recipe.fam_read_gate)
+                    fam_read_gate=recipe.fam_read_gate, fam_center=recipe.fam_center)
     model.config.fam_max_rms = recipe.fam_max_rms or None
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
