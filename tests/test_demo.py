@@ -26,6 +26,11 @@ def test_models_are_the_same_size_and_the_papers_setup():
     # issue 14's unaligned recipe gives FAM the same memory block as BSWA; the default stays aligned
     assert demo.make_model(recipes.UNALIGNED, "fam", 64).config.mem_segments == 1
     assert recipes.ALIGNED is recipes.FULL and recipes.RECIPES["aligned"] is recipes.FULL
+    # the centered recipe is the unaligned one with option O3, on the FAM model only
+    centered = recipes.RECIPES["centered"]
+    assert centered == replace(recipes.UNALIGNED, fam_center=True) and not recipes.UNALIGNED.fam_center
+    assert demo.make_model(centered, "fam", 64).config.fam_center
+    assert not demo.make_model(centered, "bswa", 64).config.fam_center
     assert recipes.final_multiple(recipes.FULL) == recipes.FULL.filler_multiple and recipes.FULL.drift_weight == 0
     n_fam, n_bswa = (sum(p.numel() for p in m.parameters()) for m in (fam, bswa))
     assert n_fam - n_bswa == fam.config.fam_length * fam.config.hidden_size  # only the learned initial FAM

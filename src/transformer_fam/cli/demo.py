@@ -18,10 +18,12 @@ from ..errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
-    parser.add_argument("--recipe", choices=["aligned", "unaligned"], default="unaligned",
+    parser.add_argument("--recipe", choices=["aligned", "unaligned", "centered"], default="unaligned",
                         help="unaligned (default): fillers of any token count, FAM m=1, drift loss and read "
                              "supervision; aligned: whole-block fillers, FAM m=0 (the paper's PassKey setup; fails "
-                             "on fillers that are not whole blocks); --quick is always aligned (docs/results.md)")
+                             "on fillers that are not whole blocks); centered: unaligned with option O3 fam_center (not the "
+                             "paper's form: FAM readers see it minus its slot mean); --quick is always aligned "
+                             "(docs/results.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, metavar="S,S,...",
                         help="run the demo once per seed (into OUT/seed-S) and report the minimum and median "

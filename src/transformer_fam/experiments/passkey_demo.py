@@ -444,7 +444,9 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
     m = recipe.fam_mem_segments
-    fam_name = f"FAM (m={m})" if recipe.fam_max_rms is None else f"FAM (m={m}, fam_max_rms {recipe.fam_max_rms:g})"
+    options = ([f"fam_max_rms {recipe.fam_max_rms:g}"] if recipe.fam_max_rms is not None else []) + \
+        (["fam_center"] if recipe.fam_center else [])
+    fam_name = f"FAM (m={m}{''.join(', ' + o for o in options)})"
     names = {"fam": fam_name, "bswa": "BSWA (m=1)"}
     plot_accuracy({names[mode]: col for mode, col in columns.items()}, out / "passkey.png",
                   f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
