@@ -98,6 +98,17 @@ def test_long_phase_carries_each_rows_fam_into_the_next_step(tok, monkeypatch):
         assert all(torch.equal(a, b[rows]) for a, b in zip(fams, previous))
 
 
+def test_centred_drift_ignores_a_shift_all_slots_share():
+    model = demo.make_model(recipes.CENTERED, "fam", 64)
+    before = [torch.randn(2, 16, model.config.hidden_size) for _ in range(2)]
+    shared = [f + 3 * torch.randn(2, 1, f.shape[-1]) for f in before]  # every slot moved by one vector
+    centred = demo.KeyProbe(model.config, drift_slots=16, drift_centered=True)
+    raw = demo.KeyProbe(model.config, drift_slots=16)
+    assert centred.drift(before, shared).item() < 1e-5 < raw.drift(before, shared).item()
+    own = [f + torch.randn_like(f) for f in before]  # each slot moved its own way: both see it
+    assert centred.drift(before, own).item() > 0.1
+
+
 def test_key_probe_keeps_the_models_loss_and_gives_gradients(tok):
     torch.manual_seed(0)
     model = demo.make_model(recipes.FULL, "fam", 64)

@@ -65,10 +65,11 @@ class KeyProbe(torch.nn.Module):
     FAM that enters the answer's block. It gives the FAM's write path a direct signal (the answer
     alone reaches it only through the read attention: a plateau) and is discarded after training."""
 
-    def __init__(self, config: FamConfig, digits: int = 5, drift_slots: int = 0):
+    def __init__(self, config: FamConfig, digits: int = 5, drift_slots: int = 0, drift_centered: bool = False):
         super().__init__()
         self.digits = min(digits, config.fam_length)
         self.drift_slots = min(drift_slots, config.fam_length) or self.digits
+        self.drift_centered = drift_centered
         self.heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, 10 * self.digits)
                                          for _ in range(config.num_hidden_layers))
         self.norm = torch.nn.RMSNorm(config.hidden_size, elementwise_affine=False)
@@ -79,10 +80,13 @@ class KeyProbe(torch.nn.Module):
 
     def drift(self, before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
         """Mean over layers and the drift slots of 1 - cos(FAM slot right after the key sentence
-        (detached), the same slot entering the answer's block): 0 when the key memory is stationary."""
+        (detached), the same slot entering the answer's block): 0 when the key memory is stationary.
+        With ``drift_centered``, of the slots minus their mean over all F (what fam_center's readers see)."""
         D = self.drift_slots
         total = 0.0
         for f0, f1 in zip(before, after):
+            if self.drift_centered:
+                f0, f1 = f0 - f0.mean(1, keepdim=True), f1 - f1.mean(1, keepdim=True)
             total = total + (1 - torch.nn.functional.cosine_similarity(f0[:, :D].detach(), f1[:, :D], dim=-1)).mean()
         return total / len(after)
 
@@ -206,7 +210,7 @@ def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str,
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    probe = (KeyProbe(model.config, drift_slots=recipe.drift_slots)
+    probe = (KeyProbe(model.config, drift_slots=recipe.drift_slots, drift_centered=recipe.drift_centered)
              if recipe.probe_weight > 0 and model.config.attention_mode == "fam" else None)
     params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)

@@ -30,6 +30,7 @@ class DemoRecipe:
     drift_weight: float = 0.0  # auxiliary: 1 - cos between the probe's FAM slots right after the key sentence
     #                            and entering the answer's block (training only; pushes a stationary key memory)
     drift_slots: int = 0  # FAM slots the drift loss covers (0: the probe's key slots, 5)
+    drift_centered: bool = False  # the drift loss on the slots minus their mean over all F (what fam_center reads)
     read_weight: float = 0.0  # auxiliary: one head of the last layer must attend to FAM slot j when predicting
     #                           digit j (its own masked attention logits, cross-entropy; training only)
     promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
