@@ -229,6 +229,18 @@ def test_summarize_seeds_takes_the_minimum_and_the_median():
     assert summary["seeds"] == [0, 1, 2] and summary["train_max_filler"] == 64
 
 
+def test_plot_names_the_options(tmp_path, monkeypatch):
+    assert demo.model_names(recipes.UNALIGNED)["fam"] == "FAM (m=1)"
+    assert demo.model_names(recipes.CENTERED)["fam"] == "FAM (m=1, fam_center)"
+    seen = {}
+    monkeypatch.setattr(demo, "plot_accuracy", lambda columns, path, *a: seen.update(columns=columns, path=path))
+    summary = {"seeds": [0, 1], "train_max_filler": 64, "train_max_backprop_filler": 32,
+               "fam": {"16": 0.5}, "fam_median": {"16": 0.75}}
+    demo.plot_seeds(recipes.CENTERED, summary, tmp_path / "p.png")
+    assert seen["columns"] == {"FAM (m=1, fam_center), min of 2 seeds": {"16": 0.5},
+                               "FAM (m=1, fam_center), median": {"16": 0.75}}
+
+
 @pytest.mark.parametrize("mem", [0, 1])
 def test_read_supervision_uses_the_models_own_attention(tok, mem):
     """head_window rebuilds one head's masked attention over [memory | FAM | block] from the

@@ -443,20 +443,23 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
           f"block {recipe.block_size}):")
     print(format_table(columns))
     result = {"train_max_filler": train_max, "train_max_backprop_filler": recipe.train_max_filler,
-              "fam_max_rms": recipe.fam_max_rms, **columns}
+              "fam_max_rms": recipe.fam_max_rms, "fam_center": recipe.fam_center, **columns}
     (out / "passkey.json").write_text(json.dumps(result, indent=2))
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
-    m = recipe.fam_mem_segments
-    options = ([f"fam_max_rms {recipe.fam_max_rms:g}"] if recipe.fam_max_rms is not None else []) + \
-        (["fam_center"] if recipe.fam_center else [])
-    fam_name = f"FAM (m={m}{''.join(', ' + o for o in options)})"
-    names = {"fam": fam_name, "bswa": "BSWA (m=1)"}
+    names = model_names(recipe)
     plot_accuracy({names[mode]: col for mode, col in columns.items()}, out / "passkey.png",
                   f"PassKey, {recipe.hidden_size}-d {recipe.layers}-layer models, block {recipe.block_size}",
                   train_max, recipe.train_max_filler)
     print(f"wrote {out}/passkey.json, passkey.png, {', '.join(m + '/' for m in modes)} in {time.time() - t_start:.0f}s")
     return result
+
+
+def model_names(recipe: DemoRecipe) -> dict[str, str]:
+    """The plots' names of the two models, with the FAM options that depart from the paper."""
+    options = ([f"fam_max_rms {recipe.fam_max_rms:g}"] if recipe.fam_max_rms is not None else []) + \
+        (["fam_center"] if recipe.fam_center else [])
+    return {"fam": f"FAM (m={recipe.fam_mem_segments}{''.join(', ' + o for o in options)})", "bswa": "BSWA (m=1)"}
 
 
 def summarize_seeds(results: dict[int, dict], modes: tuple[str, ...]) -> dict:
@@ -486,12 +489,18 @@ def run_seeds(recipe: DemoRecipe, seeds: list[int], out="runs/demo", threads: in
     print(f"\nPassKey accuracy over seeds {', '.join(map(str, seeds))}: minimum (median)")
     print(format_table({f"{m} min": summary[m] for m in modes} | {f"{m} median": summary[f"{m}_median"]
                                                                   for m in modes}))
-    names = {"fam": f"FAM (m={recipe.fam_mem_segments})", "bswa": "BSWA (m=1)"}
+    plot_seeds(recipe, summary, out / "passkey.png")
+    return summary
+
+
+def plot_seeds(recipe: DemoRecipe, summary: dict, path) -> None:
+    """The minimum and the median over seeds of each model in ``summary`` (run_seeds' passkey.json)."""
+    names, seeds = model_names(recipe), summary["seeds"]
     columns = {}
-    for m in modes:
-        columns[f"{names[m]}, min of {len(seeds)} seeds"] = summary[m]
-        columns[f"{names[m]}, median"] = summary[f"{m}_median"]
-    plot_accuracy(columns, out / "passkey.png",
+    for m in ("fam", "bswa"):
+        if m in summary:
+            columns[f"{names[m]}, min of {len(seeds)} seeds"] = summary[m]
+            columns[f"{names[m]}, median"] = summary[f"{m}_median"]
+    plot_accuracy(columns, path,
                   f"PassKey, seeds {', '.join(map(str, seeds))}, {recipe.hidden_size}-d {recipe.layers}-layer models",
                   summary["train_max_filler"], summary["train_max_backprop_filler"])
-    return summary
