@@ -37,7 +37,8 @@ from transformer_fam import from_hf
 from transformer_fam.data.tokenizer import load_tokenizer
 from transformer_fam.evaluation.ablation import FamResetEachBlock
 from transformer_fam.hf.smollm2 import smollm2_folder
-from transformer_fam.data.passkey import _build, random_key
+from transformer_fam.data.passkey import _build, passkey_spans, random_key
+from transformer_fam.experiments.passkey_demo import ReadRecorder, read_loss
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
 from transformer_fam.training.setup import fam_model
 from transformer_fam.training.transfer import teacher_hidden_states, teacher_view, transfer_loss
@@ -112,7 +113,6 @@ class Data:
             ids, spans = _build(n, k, depth, self.tok)
             rows.append(ids)
             keys.append(k)
-        self.last_spans = spans
         return torch.tensor(rows), spans["answer"], d
 
 
@@ -173,7 +173,7 @@ def retrieval_heads(peft, data: Data, n_heads: int, bf16: bool, rows: int = 8) -
     digit j in the original model (full attention, adapters off), over prompts with the question
     two blocks after the key: the heads the checkpoint retrieves the key with."""
     ids, (a0, _), _ = data.batch(rows, 2, 0.0, 0.0)
-    k0 = data.last_spans["first_key"][0]
+    k0 = passkey_spans(0, 0.0, data.tok)["first_key"][0]  # at depth 0 the key sentence opens the prompt
     with teacher_view(peft), record_full_attention() as calls, \
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         peft(input_ids=ids, logits_to_keep=1)
@@ -217,8 +217,6 @@ class ValueProbe(torch.nn.Module):
 
 def head_read_loss(calls: list[dict], heads: list[tuple[int, int]], a0: int) -> torch.Tensor:
     """The demo's read supervision on the chosen heads: at the query predicting digit j, FAM slot j."""
-    from transformer_fam.experiments.passkey_demo import read_loss
-
     return sum(read_loss(calls[layer], [a0 + j for j in range(5)], head=h) for layer, h in heads) / len(heads)
 
 
@@ -384,8 +382,6 @@ def main():
         if need_h or a.kl > 0:
             with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 t_out, t_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
-        from transformer_fam.experiments.passkey_demo import ReadRecorder
-
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
                 (ReadRecorder() if heads else contextlib.nullcontext()) as recorder:
             s_out, s_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
@@ -396,11 +392,11 @@ def main():
         if heads and a.read > 0:
             rl = head_read_loss(recorder.calls, heads, a0)
             loss = loss + a.read * rl
-            rec["read"] = float(rl)
+            rec["read"] = rl.item()
         if vprobe is not None:
             pl = vprobe.loss(recorder.calls, ids, a0)
             loss = loss + a.probe * pl
-            rec["probe"] = float(pl)
+            rec["probe"] = pl.item()
         if a.kl > 0:
             kl = F.kl_div(F.log_softmax(s_lg, -1), F.log_softmax(t_lg.float(), -1), log_target=True,
                           reduction="batchmean") / (a1 - a0)

@@ -23,7 +23,7 @@ def test_models_are_the_same_size_and_the_papers_setup():
     fam, bswa = demo.make_model(recipes.FULL, "fam", 64), demo.make_model(recipes.FULL, "bswa", 64)
     assert (fam.config.attention_mode, fam.config.mem_segments) == ("fam", 0)
     assert (bswa.config.attention_mode, bswa.config.mem_segments) == ("bswa", 1)
-    # issue 14's unaligned recipe gives FAM the same memory block as BSWA; the default stays aligned
+    # issue 14's unaligned recipe (the default) gives FAM the same memory block as BSWA
     assert demo.make_model(recipes.UNALIGNED, "fam", 64).config.mem_segments == 1
     assert recipes.ALIGNED is recipes.FULL and recipes.RECIPES["aligned"] is recipes.FULL
     # the centered recipe is the unaligned one with option O3, on the FAM model only

@@ -49,6 +49,12 @@ def cap_rms(x: torch.Tensor, max_rms: float) -> torch.Tensor:
     return x * (max_rms / rms).clamp(max=1.0).to(x.dtype)
 
 
+def center_slots(fam: torch.Tensor) -> torch.Tensor:
+    """FAM vectors (..., F, d) minus their mean over the F slots: what the readers see under
+    option O3 (FamConfig.fam_center)."""
+    return fam - fam.mean(dim=-2, keepdim=True)
+
+
 class FamMLP(nn.Module):
     def __init__(self, config: FamConfig):
         super().__init__()
@@ -144,7 +150,7 @@ class FamDecoderLayer(nn.Module):
         """QKV of Norm1(FAM) at the FAM's positions (same weights as the tokens); with the
         fam_center option (O3) of Norm1(FAM - its mean over the F vectors)."""
         if self.config.fam_center:
-            fam = fam - fam.mean(dim=-2, keepdim=True)
+            fam = center_slots(fam)
         return self.self_attn.project(self.input_layernorm(fam), cos, sin)
 
     def carried_fam(self, fam: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

@@ -35,6 +35,7 @@ import torch
 
 from ..core.cache import FamCache
 from ..core.config import FamConfig
+from ..core.layers import center_slots
 from ..core.model import FamForCausalLM, next_token_loss
 from ..core.streaming import stream
 from ..data.passkey import passkey_batch, passkey_spans, passkey_tokenizer
@@ -86,7 +87,7 @@ class KeyProbe(torch.nn.Module):
         total = 0.0
         for f0, f1 in zip(before, after):
             if self.drift_centered:
-                f0, f1 = f0 - f0.mean(1, keepdim=True), f1 - f1.mean(1, keepdim=True)
+                f0, f1 = center_slots(f0), center_slots(f1)
             total = total + (1 - torch.nn.functional.cosine_similarity(f0[:, :D].detach(), f1[:, :D], dim=-1)).mean()
         return total / len(after)
 
