@@ -7,7 +7,11 @@ and the FAM every layer hands that block is kept. A ridge probe decodes key digi
 slot j (RMS-normalised), per layer:
 - "same length": trained and tested (3:1 split) at that length: is the key still in the FAM?
 - "trained at REF": trained at the reference length, applied at this one: does a fixed read still work?
-and the cosine of each slot's mean over prompts against the reference length's (the common drift).
+and the cosine of each slot's mean over prompts against the reference length's (the common drift),
+and the share of that drift (the change of the slot means since the reference length, squared)
+that all F slots have in common: the part option O3 (fam_center) hides from the readers.
+``--centred`` probes the FAM as O3's readers see it (each slot minus the slot mean, then
+RMS-normalised), for a model trained with the option or, for comparison, without it.
 Writes OUT (json) and prints a table.
 """
 
@@ -21,9 +25,20 @@ import sys
 import torch
 
 from transformer_fam import FamForCausalLM
+from transformer_fam.core.layers import center_slots
 from transformer_fam.core.streaming import stream
 from transformer_fam.data.passkey import make_passkey_example, random_key
 from transformer_fam.data.tokenizer import load_tokenizer
+
+
+def rms_normalised(f: torch.Tensor) -> torch.Tensor:
+    return f / f.pow(2).mean(-1, keepdim=True).sqrt()
+
+
+def shared_share(f: torch.Tensor, ref: torch.Tensor) -> float:
+    """Share of the change of the slot means (over prompts; f, ref (N, F, d)) that all slots share."""
+    delta = f.mean(0) - ref.mean(0)  # (F, d)
+    return float(delta.mean(0).pow(2).sum() * delta.shape[0] / delta.pow(2).sum())
 
 
 def fam_entering_answer(model, tok, filler: int, n: int, seed: int):
@@ -38,8 +53,7 @@ def fam_entering_answer(model, tok, filler: int, n: int, seed: int):
     cut = answer // L * L
     with torch.no_grad():
         cache = stream(model, torch.tensor(rows)[:, :cut], 16 * L).cache
-    fams = [f / f.pow(2).mean(-1, keepdim=True).sqrt() for f in cache.fam_state()]  # per layer (N, F, d)
-    return fams, torch.tensor(digits)
+    return [rms_normalised(f) for f in cache.fam_state()], torch.tensor(digits)  # per layer (N, F, d)
 
 
 def ridge(x: torch.Tensor, y: torch.Tensor, lam: float = 1e-2) -> torch.Tensor:
@@ -59,13 +73,17 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", default="128,512,2048,8192")
     p.add_argument("--reference", type=int, default=128, help="filler length the fixed probe is trained at")
     p.add_argument("--prompts", type=int, default=400)
-    p.add_argument("--out", default=None, help="json file (default MODEL/fam_drift.json)")
+    p.add_argument("--centred", action="store_true",
+                   help="probe the slots minus their mean over the F slots (what fam_center's readers see)")
+    p.add_argument("--out", default=None, help="json file (default MODEL/fam_drift[_centred].json)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     model = FamForCausalLM.from_pretrained(a.model).eval()
     tok = load_tokenizer(a.model)
     lengths = [int(x) for x in a.lengths.split(",")]
-    data = {n: fam_entering_answer(model, tok, n, a.prompts, seed=n) for n in sorted({a.reference, *lengths})}
+    raw = {n: fam_entering_answer(model, tok, n, a.prompts, seed=n) for n in sorted({a.reference, *lengths})}
+    view = (lambda f: rms_normalised(center_slots(f))) if a.centred else (lambda f: f)
+    data = {n: ([view(f) for f in fams], d) for n, (fams, d) in raw.items()}
     ref_f, ref_d = data[a.reference]
     split = a.prompts * 3 // 4
     result = {}
@@ -77,15 +95,19 @@ def main(argv=None) -> int:
                     for j in range(5)]
             fixed = [accuracy(ridge(ref_f[layer][:, j], ref_d[:, j]), f[layer][:, j], d[:, j]) for j in range(5)]
             cos = torch.nn.functional.cosine_similarity(f[layer].mean(0), ref_f[layer].mean(0), dim=-1)[:5]
+            shared = shared_share(raw[n][0][layer], raw[a.reference][0][layer])
             rows[f"layer {layer}"] = {"same_length": same, f"trained_at_{a.reference}": fixed,
-                                      "mean_slot_cos": [round(float(c), 3) for c in cos]}
+                                      "mean_slot_cos": [round(float(c), 3) for c in cos],
+                                      "shared_drift_share": round(shared, 3)}
             print(f"filler {n:6d} layer {layer}: same-length probe {min(same):.2f}-{max(same):.2f}, "
                   f"probe trained at {a.reference} {min(fixed):.2f}-{max(fixed):.2f}, "
-                  f"cos(mean slot) {float(cos.min()):.2f}-{float(cos.max()):.2f}", flush=True)
+                  f"cos(mean slot) {float(cos.min()):.2f}-{float(cos.max()):.2f}, "
+                  f"drift shared by all slots {shared:.2f}", flush=True)
         result[str(n)] = rows
-    out = a.out or f"{a.model}/fam_drift.json"
+    out = a.out or f"{a.model}/fam_drift{'_centred' if a.centred else ''}.json"
     with open(out, "w") as fh:
-        json.dump({"model": a.model, "reference": a.reference, "prompts": a.prompts, "lengths": result}, fh, indent=1)
+        json.dump({"model": a.model, "reference": a.reference, "prompts": a.prompts, "centred": a.centred,
+                   "lengths": result}, fh, indent=1)
     print("wrote", out)
     return 0
 
