@@ -41,6 +41,13 @@ def shared_share(f: torch.Tensor, ref: torch.Tensor) -> float:
     return float(delta.mean(0).pow(2).sum() * delta.shape[0] / delta.pow(2).sum())
 
 
+def key_share(f: torch.Tensor) -> list[float]:
+    """Per slot (f (N, S, d)): the share of the slot's mean square that varies between prompts (the
+    part that can hold the key; the rest is the same for every prompt)."""
+    spread = (f - f.mean(0)).pow(2).sum(-1).mean(0)
+    return [round(float(x), 4) for x in spread / f.pow(2).sum(-1).mean(0)]
+
+
 def fam_entering_answer(model, tok, filler: int, n: int, seed: int):
     rng = random.Random(seed)
     rows, digits = [], []
@@ -71,7 +78,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--lengths", default="128,512,2048,8192")
-    p.add_argument("--reference", type=int, default=128, help="filler length the fixed probe is trained at")
+    p.add_argument("--reference", default="128",
+                   help="filler length(s) the fixed probe is trained at (comma-separated: on all of them; "
+                        "the drift is measured against the first)")
     p.add_argument("--prompts", type=int, default=400)
     p.add_argument("--centred", action="store_true",
                    help="probe the slots minus their mean over the F slots (what fam_center's readers see)")
@@ -81,10 +90,14 @@ def main(argv=None) -> int:
     model = FamForCausalLM.from_pretrained(a.model).eval()
     tok = load_tokenizer(a.model)
     lengths = [int(x) for x in a.lengths.split(",")]
-    raw = {n: fam_entering_answer(model, tok, n, a.prompts, seed=n) for n in sorted({a.reference, *lengths})}
+    refs = [int(x) for x in a.reference.split(",")]
+    ref_name = "+".join(map(str, refs))
+    raw = {n: fam_entering_answer(model, tok, n, a.prompts, seed=n) for n in sorted({*refs, *lengths})}
     view = (lambda f: rms_normalised(center_slots(f))) if a.centred else (lambda f: f)
     data = {n: ([view(f) for f in fams], d) for n, (fams, d) in raw.items()}
-    ref_f, ref_d = data[a.reference]
+    ref_f, ref_d = data[refs[0]]
+    fit_f = [torch.cat([data[n][0][layer] for n in refs]) for layer in range(len(ref_f))]
+    fit_d = torch.cat([data[n][1] for n in refs])
     split = a.prompts * 3 // 4
     result = {}
     for n in lengths:
@@ -93,20 +106,21 @@ def main(argv=None) -> int:
         for layer in range(len(f)):
             same = [accuracy(ridge(f[layer][:split, j], d[:split, j]), f[layer][split:, j], d[split:, j])
                     for j in range(5)]
-            fixed = [accuracy(ridge(ref_f[layer][:, j], ref_d[:, j]), f[layer][:, j], d[:, j]) for j in range(5)]
+            fixed = [accuracy(ridge(fit_f[layer][:, j], fit_d[:, j]), f[layer][:, j], d[:, j]) for j in range(5)]
             cos = torch.nn.functional.cosine_similarity(f[layer].mean(0), ref_f[layer].mean(0), dim=-1)[:5]
-            shared = shared_share(raw[n][0][layer], raw[a.reference][0][layer])
-            rows[f"layer {layer}"] = {"same_length": same, f"trained_at_{a.reference}": fixed,
+            shared = shared_share(raw[n][0][layer], raw[refs[0]][0][layer])
+            key = key_share(f[layer][:, :5])
+            rows[f"layer {layer}"] = {"same_length": same, f"trained_at_{ref_name}": fixed,
                                       "mean_slot_cos": [round(float(c), 3) for c in cos],
-                                      "shared_drift_share": round(shared, 3)}
+                                      "shared_drift_share": round(shared, 3), "key_share": key}
             print(f"filler {n:6d} layer {layer}: same-length probe {min(same):.2f}-{max(same):.2f}, "
-                  f"probe trained at {a.reference} {min(fixed):.2f}-{max(fixed):.2f}, "
+                  f"probe trained at {ref_name} {min(fixed):.2f}-{max(fixed):.2f}, "
                   f"cos(mean slot) {float(cos.min()):.2f}-{float(cos.max()):.2f}, "
-                  f"drift shared by all slots {shared:.2f}", flush=True)
+                  f"drift shared by all slots {shared:.2f}, key share {min(key):.3f}-{max(key):.3f}", flush=True)
         result[str(n)] = rows
     out = a.out or f"{a.model}/fam_drift{'_centred' if a.centred else ''}.json"
     with open(out, "w") as fh:
-        json.dump({"model": a.model, "reference": a.reference, "prompts": a.prompts, "centred": a.centred,
+        json.dump({"model": a.model, "reference": refs[0] if len(refs) == 1 else refs, "prompts": a.prompts, "centred": a.centred,
                    "lengths": result}, fh, indent=1)
     print("wrote", out)
     return 0

@@ -16,6 +16,8 @@ whole context) at the question / answer positions.
 and key probe: the ``--read-heads`` heads that retrieve the key in the original model (full
 attention: most attention from the query predicting digit j onto key digit j) must attend FAM
 slot j there, and a linear probe must decode digit j from slot j's value at those heads.
+``--write W`` adds the demo's write supervision (passkey_demo.write_loss) on the same heads: at the
+FAM update of the key's block, FAM slot j's query attends key digit j.
 Eval: teacher-forced whole-key accuracy at several filler lengths (depth 0, new keys); with the
 read gate also with the gates closed (= BSWA, the memory not read).
 """
@@ -38,7 +40,7 @@ from transformer_fam.data.tokenizer import load_tokenizer
 from transformer_fam.evaluation.ablation import FamResetEachBlock
 from transformer_fam.hf.smollm2 import smollm2_folder
 from transformer_fam.data.passkey import _build, passkey_spans, random_key
-from transformer_fam.experiments.passkey_demo import ReadRecorder, read_loss
+from transformer_fam.experiments.passkey_demo import ReadRecorder, UpdateRecorder, read_loss, write_loss
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
 from transformer_fam.training.setup import fam_model
 from transformer_fam.training.transfer import teacher_hidden_states, teacher_view, transfer_loss
@@ -86,6 +88,9 @@ def parse():
                    help="weight of a key probe on those heads' FAM values: digit j decoded from slot j's value "
                         "in the answer's block (the write side, training only)")
     p.add_argument("--read-heads", type=int, default=4, help="how many (layer, head) pairs --read / --probe cover")
+    p.add_argument("--write", type=float, default=0.0,
+                   help="weight of the write supervision: at the key block's FAM update, FAM slot j's query "
+                        "of each --read-heads pair attends key digit j (cross-entropy of its own logits)")
     return p.parse_args()
 
 
@@ -308,9 +313,10 @@ def main():
                "lr": a.fam_lr},
               {"params": list(read_gates(peft).values()), "lr": a.gate_lr}]
     heads, vprobe = [], None
-    if a.read > 0 or a.probe > 0:
+    if a.read > 0 or a.probe > 0 or a.write > 0:
         if a.mode != "fam" or a.gate or a.multi:
-            sys.exit("--read / --probe: fam mode, the paper's joint softmax (no --gate), single-question data")
+            sys.exit("--read / --probe / --write: fam mode, the paper's joint softmax (no --gate), "
+                     "single-question data")
         heads = retrieval_heads(peft, data, a.read_heads, bf16)
         if a.probe > 0:
             vprobe = ValueProbe(heads, fam_model(peft).config.head_dim)
@@ -322,6 +328,8 @@ def main():
     lengths = [int(x) for x in a.eval_lengths.split(",")]
     t_start, tokens, step = time.time(), 0, 0
     print(f"head {data.head} qa {data.qa}", flush=True)
+    k0 = passkey_spans(0, 0.0, tok)["first_key"][0]  # at depth 0 the key sentence opens the prompt
+    digit_pos = [k0 + 1 + j for j in range(5)]
 
     def step_and_log(loss, ids, rec: dict) -> None:
         """One optimiser step on ``loss``, then one metrics.jsonl line (``rec`` + step, sizes, time, gate)."""
@@ -383,7 +391,8 @@ def main():
             with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 t_out, t_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
-                (ReadRecorder() if heads else contextlib.nullcontext()) as recorder:
+                (ReadRecorder() if heads else contextlib.nullcontext()) as recorder, \
+                (UpdateRecorder() if a.write > 0 else contextlib.nullcontext()) as updates:
             s_out, s_lg = answer_logits(peft, ids, a0, a1, output_hidden_states=need_h)
         s_lg = s_lg.float()
         ce = F.cross_entropy(s_lg.reshape(-1, s_lg.shape[-1]), ids[:, a0:a1].reshape(-1))
@@ -393,6 +402,10 @@ def main():
             rl = head_read_loss(recorder.calls, heads, a0)
             loss = loss + a.read * rl
             rec["read"] = rl.item()
+        if a.write > 0:
+            wl = write_loss(updates, digit_pos, a.block, heads)
+            loss = loss + a.write * wl
+            rec["write"] = wl.item()
         if vprobe is not None:
             pl = vprobe.loss(recorder.calls, ids, a0)
             loss = loss + a.probe * pl

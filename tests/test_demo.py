@@ -272,6 +272,47 @@ def test_read_supervision_uses_the_models_own_attention(tok, mem):
     assert read.item() > 0 and model.model.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
+def test_write_supervision_reads_the_fam_updates_of_the_keys_block(tok):
+    """UpdateRecorder keeps every FAM update per layer in block order: the keys update b attends are
+    [the FAM block b read ; block b's keys], the same tensors as the window attention's record. The
+    Marks of a batch point at the key digits (the answer's tokens), and write_loss is the
+    cross-entropy of FAM slot j's logits at digit j, reaching the weights and the learned FAM."""
+    torch.manual_seed(0)
+    recipe = replace(recipes.CENTERED, write_weight=1.0)
+    model = demo.make_model(recipe, "fam", 64)
+    ids, labels, span, marks = demo._batch(recipe, 3, 37, tok, random.Random(0))
+    assert marks.key_end is not None and len(marks.digits) == span[1] - span[0] == 5
+    assert torch.equal(ids[:, marks.digits], ids[:, span[0]:span[1]])  # the key sentence's digits
+    L, m = model.config.block_size, model.config.mem_segments
+    with demo.ReadRecorder() as rec, demo.UpdateRecorder() as upd:
+        model(ids, use_cache=True)
+    for layer, call in enumerate(rec.calls):
+        updates = upd.updates(layer)
+        assert len(updates) == ids.shape[1] // L  # one per complete block
+        for b, u in enumerate(updates):
+            fam_k = call["fam_k"][:, :, b]
+            torch.testing.assert_close(u["kv_k"][:, :, :fam_k.shape[2]], fam_k, rtol=0, atol=0)
+            torch.testing.assert_close(u["kv_k"][:, :, fam_k.shape[2]:], call["k_seq"][:, :, m * L + b * L: m * L + (b + 1) * L],
+                                       rtol=0, atol=0)
+    heads = [(0, 0), (1, 2)]
+    F_ = model.config.fam_length
+    want = sum(torch.nn.functional.cross_entropy(demo.update_logits(upd.updates(layer)[p // L], j, h),
+                                                 torch.full((3,), F_ + p % L))
+               for layer, h in heads for j, p in enumerate(marks.digits)) / (2 * 5)
+    torch.testing.assert_close(demo.write_loss(upd, marks.digits, L, heads), want)
+    q, k = upd.updates(1)[0]["fq"][:, 2, 3], upd.updates(1)[0]["kv_k"][:, 2 // (4 // model.config.num_key_value_heads)]
+    torch.testing.assert_close(demo.update_logits(upd.updates(1)[0], 3, 2), torch.einsum("bd,bsd->bs", q, k) / q.shape[-1] ** 0.5)
+    assert demo.write_loss(upd, [None] * 5, L, heads).item() == 0  # nothing to supervise
+    model.zero_grad()
+    ep = demo.episode_forward(model, demo.KeyProbe(model.config), ids, labels, span, key_end=marks.key_end,
+                              write_digits=marks.digits)
+    ep.write_loss.backward()
+    assert ep.write_loss.item() > 0
+    assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.model.fam_prompt.grad.abs().sum() > 0
+    assert demo.episode_forward(model, None, ids, labels, span).write_loss.item() == 0  # off unless asked for
+
+
 def test_read_supervision_refuses_the_read_gate_option(tok):
     """With fam_read_gate the FAM is read in a softmax of its own: head_window's joint-softmax
     reconstruction would be wrong, so it says so instead."""

@@ -167,35 +167,107 @@ def read_loss(call: dict, positions: list[int], head: int = 0) -> torch.Tensor:
     return total / max(n, 1)
 
 
+class UpdateRecorder:
+    """Training-only: while active, records the queries and keys of every FAM update (the F queries
+    over [previous FAM ; block], ``FamDecoderLayer._fam_update``), per layer in scan order, for the
+    write supervision (``write_loss``)."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def __enter__(self):
+        from ..core.layers import FamDecoderLayer
+
+        self._original = original = FamDecoderLayer._fam_update
+        calls = self.calls
+
+        def recording(layer, fam, fq, kv_k, kv_v, residual, cos, sin):
+            calls.append(dict(layer=layer.layer_idx, fq=fq, kv_k=kv_k, kv_v=kv_v))
+            return original(layer, fam, fq, kv_k, kv_v, residual, cos, sin)
+
+        FamDecoderLayer._fam_update = recording
+        return self
+
+    def __exit__(self, *exc):
+        from ..core.layers import FamDecoderLayer
+
+        FamDecoderLayer._fam_update = self._original
+
+    def updates(self, layer: int) -> list[dict]:
+        """One layer's records, block by block."""
+        return [c for c in self.calls if c["layer"] == layer]
+
+
+def update_logits(call: dict, slot: int, head: int) -> torch.Tensor:
+    """One head's attention logits of FAM slot ``slot`` in an UpdateRecorder record: (B, F + L) over
+    [previous FAM ; block] (the FAM update attends all of them)."""
+    fq, kk = call["fq"], call["kv_k"]
+    hk = head // (fq.shape[1] // kk.shape[1])
+    return torch.einsum("bd,bsd->bs", fq[:, head, slot].float(), kk[:, hk].float()) / math.sqrt(fq.shape[-1])
+
+
+def write_loss(recorder: UpdateRecorder, digits: list[int | None], block_size: int, heads: list[tuple[int, int]],
+               first_block: int = 0) -> torch.Tensor:
+    """Write supervision: at the FAM update of the block that holds key digit j (absolute position
+    ``digits[j]``), FAM slot j's query of each (layer, head) in ``heads`` must attend that digit: the
+    mean cross-entropy of the model's own attention logits (``update_logits``). ``recorder`` holds a
+    forward that starts at block ``first_block``; a digit that is None or whose block's update it did
+    not record is skipped (zero when none is left). The mirror of ``read_loss`` on the FAM's write side."""
+    total, n = 0.0, 0
+    for layer, head in heads:
+        updates = recorder.updates(layer)
+        for j, pos in enumerate(digits):
+            b = -1 if pos is None else pos // block_size - first_block
+            if not 0 <= b < len(updates):
+                continue
+            logits = update_logits(updates[b], j, head)
+            n_fam = updates[b]["fq"].shape[2]
+            target = torch.full((logits.shape[0],), n_fam + pos % block_size, dtype=torch.long)
+            total, n = total + torch.nn.functional.cross_entropy(logits, target), n + 1
+    return total / n if n else torch.zeros(())
+
+
 def _sample_filler(rng: random.Random, longest: int, multiple: int) -> int:
     return rng.randint(0, longest // multiple) * multiple
 
 
+class Marks(NamedTuple):
+    """Where an episode's training-only losses look (None where the recipe does not use them)."""
+
+    key_end: int | None = None  # the index after the key sentence (drift loss)
+    digits: list[int] | None = None  # the key digits' positions (write supervision)
+
+
 def _batch(recipe: DemoRecipe, batch_size: int, filler: int, tokenizer, rng: random.Random):
     """passkey_batch at the recipe's depth (drawn here when random: the same RNG use)
-    -> ids, labels, span, key_end (the index after the key sentence; None without the drift loss)."""
+    -> ids, labels, span, Marks."""
     d = rng.random() if recipe.depth is None else recipe.depth
     ids, labels, _, span = passkey_batch(batch_size, filler, tokenizer, rng, d, recipe.loss_on)
-    key_end = passkey_spans(filler, d, tokenizer)["key_sentence_end"] if recipe.drift_weight > 0 else None
-    return ids, labels, span, key_end
+    spans = passkey_spans(filler, d, tokenizer)
+    digits = list(range(spans["first_key"][1] - (span[1] - span[0]), spans["first_key"][1]))
+    return ids, labels, span, Marks(spans["key_sentence_end"] if recipe.drift_weight > 0 else None,
+                                    digits if recipe.write_weight > 0 else None)
 
 
 def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache: FamCache | None = None,
-                key_end: int | None = None, grad_tokens: int | None = None) -> tuple[float, float, object]:
+                marks: Marks = Marks(), grad_tokens: int | None = None) -> tuple[float, float, object]:
     """One optimiser step on a batch; ``cache``: a stream to continue (a carried FAM), else fresh;
-    ``grad_tokens``: truncated backpropagation (see episode_forward); ``key_end``: for the drift loss."""
+    ``grad_tokens``: truncated backpropagation (see episode_forward); ``marks``: for the drift loss
+    and the write supervision."""
     if probe is None and grad_tokens is None:
         out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
         loss = out.loss
     else:
-        ep = episode_forward(model, probe, ids, labels, span, grad_tokens, key_end, cache,
-                             read=recipe.read_weight > 0)
+        ep = episode_forward(model, probe, ids, labels, span, grad_tokens, marks.key_end, cache,
+                             read=recipe.read_weight > 0, write_digits=marks.digits)
         out = ep.out
         loss = out.loss + recipe.probe_weight * ep.probe_loss
         if recipe.drift_weight > 0:
             loss = loss + recipe.drift_weight * ep.drift
         if recipe.read_weight > 0:
             loss = loss + recipe.read_weight * ep.read_loss
+        if recipe.write_weight > 0:
+            loss = loss + recipe.write_weight * ep.write_loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -221,8 +293,8 @@ def train_curriculum(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str,
     bar = tqdm(range(recipe.steps), desc=desc, leave=False, position=position)
     for step in bar:
         filler = _sample_filler(rng, cur, mult)
-        ids, labels, span, key_end = _batch(recipe, recipe.batch_size, filler, tokenizer, rng)
-        loss, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span, key_end=key_end)
+        ids, labels, span, marks = _batch(recipe, recipe.batch_size, filler, tokenizer, rng)
+        loss, acc, _ = _train_step(model, probe, opt, recipe, ids, labels, span, marks=marks)
         running = 0.9 * running + 0.1 * acc
         if step % 10 == 0:
             log.append({"phase": "curriculum", "step": step, "t": round(time.time() - t0, 1), "max_filler": cur,
@@ -291,17 +363,20 @@ class Episode(NamedTuple):
     probe_loss: torch.Tensor | float
     drift: torch.Tensor
     read_loss: torch.Tensor
+    write_loss: torch.Tensor
 
 
 def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = None, key_end: int | None = None,
-                    cache: FamCache | None = None, read: bool = False):
-    """One episode's forward -> Episode(out, probe loss, drift, read loss). The prefix before the last grad_tokens
+                    cache: FamCache | None = None, read: bool = False, write_digits: list[int] | None = None):
+    """One episode's forward -> Episode(out, probe loss, drift, read loss, write loss). The prefix before the last grad_tokens
     tokens ahead of the answer's block runs without gradients (streamed through the FamCache in
     16-block chunks: truncated backpropagation); None backpropagates through everything. With
     key_end (the index after the key sentence), the FAM at the first block boundary after it is
     kept for the drift loss (0 when not given or when that boundary is not before the answer's
-    block). ``cache``: a stream to continue (a carried FAM), else fresh. out.logits cover the
-    tokens from the gradient part on; probe loss is 0.0 without a probe."""
+    block). ``cache``: a stream to continue (a carried FAM), else fresh. ``write_digits``: the key
+    digits' positions for the write supervision (``write_loss`` on head 0 of every layer, over the
+    blocks that run with gradients). out.logits cover the tokens from the gradient part on; probe
+    loss is 0.0 without a probe."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     L = model.config.block_size
@@ -314,16 +389,23 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     segments = list(itertools.pairwise(bounds))
     if cut == 0:
         segments.insert(0, (0, 0))  # the FAM entering the first block (as a zero-length forward)
-    logits, fam_key, fam, read_l = [], None, None, torch.zeros(())
+    logits, fam_key, fam, read_l, write_l = [], None, None, torch.zeros(()), []
+    heads = [(layer, 0) for layer in range(model.config.num_hidden_layers)]
     for s0, s1 in segments:
         if s1 <= g0 and s1 > s0:
             cache = stream(model, ids[:, s0:s1], 16 * L, cache=cache).cache  # no autograd
         else:
             reading = read and s0 == cut and s1 > s0
-            with ReadRecorder() if reading else contextlib.nullcontext() as rec:
+            writing = write_digits is not None and s1 > s0 and any(s0 <= p < s1 for p in write_digits)
+            with ReadRecorder() if reading else contextlib.nullcontext() as rec, \
+                    UpdateRecorder() if writing else contextlib.nullcontext() as upd:
                 res = model(ids[:, s0:s1], past_key_values=cache, use_cache=True)
             if reading and rec.calls:  # the last layer's read of the answer's block
                 read_l = read_loss(rec.calls[-1], [span[0] - 1 + j - cut for j in range(span[1] - span[0])])
+            if writing:
+                w = write_loss(upd, [p if s0 <= p < s1 else None for p in write_digits], L, heads, s0 // L)
+                if w.requires_grad:
+                    write_l.append(w)
             cache = res.past_key_values
             logits.append(res.logits)
         if s1 == c1:
@@ -334,7 +416,9 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     loss = next_token_loss(logits, labels[:, g0:])
     probe_loss = probe.loss(fam, ids, span) if probe is not None else 0.0
     drift = probe.drift(fam_key, fam) if probe is not None and fam_key is not None else torch.zeros(())
-    return Episode(CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache), probe_loss, drift, read_l)
+    write = sum(write_l) / len(write_l) if write_l else torch.zeros(())
+    return Episode(CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache), probe_loss, drift, read_l,
+                   write)
 
 
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
@@ -370,8 +454,8 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             # FAM, which holds the previous episode's key (the new key must overwrite it)
             start = (FamCache.from_fam_state(model.config, [f[torch.arange(batch) % f.shape[0]] for f in state])
                      if carried else None)
-            ids, labels, span, key_end = _batch(recipe, batch, filler, tokenizer, rng)
-            loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, key_end,
+            ids, labels, span, marks = _batch(recipe, batch, filler, tokenizer, rng)
+            loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, marks,
                                              recipe.long_grad_tokens if long else None)
             state = [f.detach() for f in cache.fam_state()]
             running = 0.9 * running + 0.1 * acc
