@@ -88,6 +88,10 @@ def parse():
                    help="weight of a key probe on those heads' FAM values: digit j decoded from slot j's value "
                         "in the answer's block (the write side, training only)")
     p.add_argument("--read-heads", type=int, default=4, help="how many (layer, head) pairs --read / --probe cover")
+    p.add_argument("--init-adapter", default=None, help="start from a save_lora folder (e.g. OUT/adapter of a run)")
+    p.add_argument("--straddle", action="store_true",
+                   help="d >= 1 fillers also put the question's end in the block before the answer's (the answer "
+                        "straddles a block boundary)")
     p.add_argument("--write", type=float, default=0.0,
                    help="weight of the write supervision: at the key block's FAM update, FAM slot j's query "
                         "of each --read-heads pair attends key digit j (cross-entropy of its own logits)")
@@ -95,8 +99,8 @@ def parse():
 
 
 class Data:
-    def __init__(self, tok, L, seed):
-        self.tok, self.L, self.rng = tok, L, random.Random(seed)
+    def __init__(self, tok, L, seed, straddle: bool = False):
+        self.tok, self.L, self.rng, self.straddle = tok, L, random.Random(seed), straddle
         ids, spans = _build(0, 12345, 0.0, tok)
         a0, a1 = spans["answer"]
         self.head = len(ids) - (a1 - a0) - len(tok.encode(" What is the pass key? The pass key is",
@@ -105,7 +109,7 @@ class Data:
 
     def filler_for(self, d: int) -> int:
         L = self.L
-        lo, hi = max(0, d * L - self.head), (d + 1) * L - self.head - self.qa
+        lo, hi = max(0, d * L - self.head - (self.qa if self.straddle and d else 0)), (d + 1) * L - self.head - self.qa
         return self.rng.randint(lo, max(lo, hi))
 
     def batch(self, B, D, p_in, depth_mix):
@@ -296,9 +300,14 @@ def main():
     extra = {"fam_read_gate": True} if a.gate else {}
     model = from_hf("smollm2", attention_mode=a.mode, block_size=a.block, mem_segments=a.mem, fam_length=a.F,
                     dtype=torch.float32, **extra)
-    peft = apply_lora(model, rank=a.rank, alpha=a.alpha)
+    if a.init_adapter:
+        from transformer_fam.hf.lora import load_lora
+
+        peft = load_lora(model, a.init_adapter, is_trainable=True)
+    else:
+        peft = apply_lora(model, rank=a.rank, alpha=a.alpha)
     bf16 = not a.fp32
-    data = MultiData(tok, a.block, a.seed)
+    data = MultiData(tok, a.block, a.seed, a.straddle)
     if a.bench:
         ids = torch.randint(0, 1000, (4, 384))
         for name, on in (("fp32", False), ("bf16", True), ("fp32", False), ("bf16", True)):

@@ -15,6 +15,8 @@ BSWA in UNALIGNED) additionally gets training-only losses on its FAM state: a ke
 the write side of the write/read plateau) and, in UNALIGNED, a drift loss (1 - cos between each
 FAM slot after the key sentence and entering the answer's block) and the read supervision (one
 head of the last layer is taught to attend FAM slot j when it predicts digit j: the read side);
+optionally (``write_weight``) the write supervision, its mirror (at the FAM update of the key's
+block, FAM slot j's query of head 0 in every layer is taught to attend key digit j);
 then a phase of long fillers streamed through the FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
 models: docs/results.md.
 """
