@@ -16,7 +16,7 @@ the write side of the write/read plateau) and, in UNALIGNED, a drift loss (1 - c
 FAM slot after the key sentence and entering the answer's block) and the read supervision (one
 head of the last layer is taught to attend FAM slot j when it predicts digit j: the read side);
 optionally (``write_weight``) the write supervision, its mirror (at the FAM update of the key's
-block, FAM slot j's query of head 0 in every layer is taught to attend key digit j);
+block, FAM slot j's query of the last head in every layer is taught to attend key digit j);
 then a phase of long fillers streamed through the FamCache with truncated backpropagation. Numbers, what failed, and the limits of the resulting
 models: docs/results.md.
 """
@@ -376,7 +376,7 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     key_end (the index after the key sentence), the FAM at the first block boundary after it is
     kept for the drift loss (0 when not given or when that boundary is not before the answer's
     block). ``cache``: a stream to continue (a carried FAM), else fresh. ``write_digits``: the key
-    digits' positions for the write supervision (``write_loss`` on head 0 of every layer, over the
+    digits' positions for the write supervision (``write_loss`` on the last head of every layer, over the
     blocks that run with gradients). out.logits cover the tokens from the gradient part on; probe
     loss is 0.0 without a probe."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -392,7 +392,9 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     if cut == 0:
         segments.insert(0, (0, 0))  # the FAM entering the first block (as a zero-length forward)
     logits, fam_key, fam, read_l, write_l = [], None, None, torch.zeros(()), []
-    heads = [(layer, 0) for layer in range(model.config.num_hidden_layers)]
+    # the write supervision on the last head: head 0 of the last layer is the read's (read_loss), and a
+    # head's FAM queries and its token queries share one projection
+    heads = [(layer, model.config.num_attention_heads - 1) for layer in range(model.config.num_hidden_layers)]
     for s0, s1 in segments:
         if s1 <= g0 and s1 > s0:
             cache = stream(model, ids[:, s0:s1], 16 * L, cache=cache).cache  # no autograd

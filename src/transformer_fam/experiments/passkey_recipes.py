@@ -33,7 +33,7 @@ class DemoRecipe:
     drift_centered: bool = False  # the drift loss on the slots minus their mean over all F (what fam_center reads)
     read_weight: float = 0.0  # auxiliary: one head of the last layer must attend to FAM slot j when predicting
     #                           digit j (its own masked attention logits, cross-entropy; training only)
-    write_weight: float = 0.0  # auxiliary: at the FAM update of the key's block, head 0 of every layer must
+    write_weight: float = 0.0  # auxiliary: at the FAM update of the key's block, the last head of every layer must
     #                            attend key digit j from FAM slot j (its own attention logits; training only)
     promote_acc: float = 0.9  # running answer accuracy that lengthens the filler
     batch_size: int = 16
