@@ -56,11 +56,13 @@ def test_set_overrides_and_drift_loss(tok):
     probe = demo.KeyProbe(model.config, drift_slots=16)
     ids, labels, _, span = passkey_batch(2, 100, tok, random.Random(0))
     key_end = passkey_spans(100, 0.0, tok)["key_sentence_end"]
-    out, _, drift, _ = demo.episode_forward(model, probe, ids, labels, span, key_end=key_end)
+    ep = demo.episode_forward(model, probe, ids, labels, span, key_end=key_end)
+    out, drift = ep.out, ep.drift
     ref = model(ids, labels=labels)
     torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=0)
     assert 0 < drift.item() < 1
-    out2, _, drift2, _ = demo.episode_forward(model, probe, ids, labels, span, grad_tokens=32, key_end=key_end)
+    ep2 = demo.episode_forward(model, probe, ids, labels, span, grad_tokens=32, key_end=key_end)
+    out2, drift2 = ep2.out, ep2.drift
     assert out2.logits.shape[1] < ids.shape[1] and abs(drift2.item() - drift.item()) < 1e-4
 
 

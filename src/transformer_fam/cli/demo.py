@@ -1,7 +1,7 @@
 """`fam demo`: the main job, the PassKey demo (experiments/passkey_demo.py does the work).
 
     fam demo --out runs/demo        # any filler length, ~9 minutes on a 2-core CPU; passkey.json/png, fam/, bswa/
-    fam demo --quick                # 400 curriculum steps, fillers <= 48: ~2 minutes idle, ~4 busy
+    fam demo --quick                # <= 800 curriculum steps, fillers <= 48: ~2-4 minutes idle
     fam demo --recipe aligned --fam-only --threads 1 --seed 0     # the whole-block recipe (FAM m = 0)
     fam demo --fam-only --set drift_weight=0 --set eval_lengths=0,100,1000   # recipe fields changed
 """

@@ -77,7 +77,7 @@ UNALIGNED = replace(DemoRecipe(), fam_mem_segments=1, filler_multiple=1, final_m
 # UNALIGNED with option O3 (fam_center, not the paper's form): every FAM reader sees the FAM minus its
 # mean over the F slots, which hides the drift the slots share on long fillers. docs/results.md.
 CENTERED = replace(UNALIGNED, fam_center=True)
-QUICK = replace(FULL, train_max_filler=48, steps=400, seconds=600.0, long_steps=0,
+QUICK = replace(FULL, train_max_filler=48, steps=800, seconds=600.0, long_steps=0,
                 eval_lengths=[0, 16, 48, 192, 768, 3072], eval_samples=20)
 RECIPES = {"aligned": ALIGNED, "unaligned": UNALIGNED, "centered": CENTERED}
 
