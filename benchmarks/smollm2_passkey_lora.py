@@ -182,7 +182,7 @@ def retrieval_heads(peft, data: Data, n_heads: int, bf16: bool, rows: int = 8) -
     digit j in the original model (full attention, adapters off), over prompts with the question
     two blocks after the key: the heads the checkpoint retrieves the key with."""
     ids, (a0, _), _ = data.batch(rows, 2, 0.0, 0.0)
-    k0 = passkey_spans(0, 0.0, data.tok)["first_key"][0]  # at depth 0 the key sentence opens the prompt
+    k0 = passkey_spans(0, 0.0, data.tok)["key_digits"][0]  # at depth 0 the key sentence opens the prompt
     with teacher_view(peft), record_full_attention() as calls, \
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         peft(input_ids=ids, logits_to_keep=1)
@@ -194,7 +194,7 @@ def retrieval_heads(peft, data: Data, n_heads: int, bf16: bool, rows: int = 8) -
             t = a0 + j
             kk = k[:, :, : t + 1].repeat_interleave(H // Hk, dim=1).float()
             att = torch.softmax(torch.einsum("bhd,bhsd->bhs", q[:, :, t].float(), kk) / q.shape[-1] ** 0.5, -1)
-            mass = mass + att[:, :, k0 + 1 + j].mean(0)
+            mass = mass + att[:, :, k0 + j].mean(0)
         scores += [(float(mass[h]) / 5, layer, h) for h in range(H)]
     scores.sort(reverse=True)
     print("retrieval heads (mass on the key digit, layer, head):", [(round(s, 3), l, h) for s, l, h in scores[:n_heads]],
@@ -337,8 +337,7 @@ def main():
     lengths = [int(x) for x in a.eval_lengths.split(",")]
     t_start, tokens, step = time.time(), 0, 0
     print(f"head {data.head} qa {data.qa}", flush=True)
-    k0 = passkey_spans(0, 0.0, tok)["first_key"][0]  # at depth 0 the key sentence opens the prompt
-    digit_pos = [k0 + 1 + j for j in range(5)]
+    digit_pos = list(range(*passkey_spans(0, 0.0, tok)["key_digits"]))  # depth 0: the same for every filler
 
     def step_and_log(loss, ids, rec: dict) -> None:
         """One optimiser step on ``loss``, then one metrics.jsonl line (``rec`` + step, sizes, time, gate)."""

@@ -302,12 +302,21 @@ def test_write_supervision_reads_the_fam_updates_of_the_keys_block(tok):
                                                  torch.full((3,), F_ + p % L))
                for layer, h in heads for j, p in enumerate(marks.digits)) / (2 * 5)
     torch.testing.assert_close(demo.write_loss(upd, marks.digits, L, heads), want)
-    q, k = upd.updates(1)[0]["fq"][:, 2, 3], upd.updates(1)[0]["kv_k"][:, 2 // (4 // model.config.num_key_value_heads)]
-    torch.testing.assert_close(demo.update_logits(upd.updates(1)[0], 3, 2), torch.einsum("bd,bsd->bs", q, k) / q.shape[-1] ** 0.5)
+    # the logits are the update's own attention: their softmax times the values is its output
+    for u in upd.updates(1):
+        out = torch.nn.functional.scaled_dot_product_attention(u["fq"], u["kv_k"], u["kv_v"], enable_gqa=True)
+        H, Hk = u["fq"].shape[1], u["kv_k"].shape[1]
+        for h in range(H):
+            for slot in (0, 3, F_ - 1):
+                ref = torch.einsum("bs,bsd->bd", demo.update_logits(u, slot, h).softmax(-1), u["kv_v"][:, h // (H // Hk)])
+                torch.testing.assert_close(ref, out[:, h, slot].float(), atol=1e-5, rtol=0)
     assert demo.write_loss(upd, [None] * 5, L, heads).item() == 0  # nothing to supervise
     model.zero_grad()
     ep = demo.episode_forward(model, demo.KeyProbe(model.config), ids, labels, span, key_end=marks.key_end,
                               write_digits=marks.digits)
+    # the episode supervises the last head of every layer (head 0 of the last layer is the read's)
+    last = [(layer, model.config.num_attention_heads - 1) for layer in range(model.config.num_hidden_layers)]
+    torch.testing.assert_close(ep.write_loss, demo.write_loss(upd, marks.digits, L, last), atol=1e-5, rtol=0)
     ep.write_loss.backward()
     assert ep.write_loss.item() > 0
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transformer_fam import FamConfig, FamForCausalLM
-from transformer_fam.data.passkey import (FILLER, KEY_MAX, KEY_MIN, filler_ids, make_passkey_example, passkey_batch,
-                                          passkey_text, passkey_tokenizer, random_key)
+from transformer_fam.data.passkey import (FILLER, KEY_MAX, KEY_MIN, _build, filler_ids, make_passkey_example,
+                                          passkey_batch, passkey_spans, passkey_text, passkey_tokenizer, random_key)
 from transformer_fam.evaluation.passkey import (answer_is_right, evaluate_passkey, format_table, greedy_answer,
                                                 passkey_accuracy)
 
@@ -36,6 +36,23 @@ def test_tokens_match_the_spec_text_and_answer_span(tok):
     assert tok.convert_ids_to_tokens(ids[a0:a1]) == ["4", "8", "2", "1", "3"]
     assert a1 == len(ids)
     assert tok.decode(ids[a0 - 4:a0]) == "The pass key is"
+
+
+def test_key_digits_are_the_first_keys_digit_tokens(tok):
+    """passkey_spans' "key_digits": the 5 digit tokens of the key sentence, for the word tokenizer
+    and for SmolLM2's (whose key starts with a space token), at any depth."""
+    from transformers import AutoTokenizer
+
+    from transformer_fam.hf.smollm2 import smollm2_folder
+
+    for t in (tok, AutoTokenizer.from_pretrained(smollm2_folder())):
+        for depth in (0.0, 0.5):
+            ids, spans = _build(37, 48213, depth, t)
+            assert spans == passkey_spans(37, depth, t)
+            d0, d1 = spans["key_digits"]
+            assert t.convert_ids_to_tokens(ids[d0:d1]) == ["4", "8", "2", "1", "3"]
+            assert ids[d0:d1] == ids[spans["answer"][1] - 5:spans["answer"][1]]
+            assert spans["first_key"][0] <= d0 < d1 == spans["first_key"][1] < spans["key_sentence_end"]
 
 
 def test_filler_length_is_counted_in_tokens(tok):

@@ -111,14 +111,16 @@ def _build(filler_tokens: int, key: int, depth: float, tokenizer) -> tuple[list[
     ids += filler[before:] + _encode(tokenizer, QUESTION, first=False)
     start = len(ids)
     ids += _encode(tokenizer, str(key), first=False)
-    return ids, {"answer": (start, len(ids)), "first_key": (key_start, key_start + len(ids) - start),
-                 "key_sentence_end": key_end}
+    first_key = (key_start, key_start + len(ids) - start)
+    return ids, {"answer": (start, len(ids)), "first_key": first_key,
+                 "key_digits": (first_key[1] - len(str(key)), first_key[1]), "key_sentence_end": key_end}
 
 
 def passkey_spans(filler_tokens: int, depth: float, tokenizer) -> dict:
     """Token spans of a PassKey example (the same for every 5-digit key when digits are single
-    tokens): "answer" (start, end), "first_key" (start, end), "key_sentence_end" (index after the
-    key sentence)."""
+    tokens): "answer" (start, end), "first_key" (start, end), "key_digits" (start, end: the first
+    key's digit tokens, without a leading space token where the tokenizer has one),
+    "key_sentence_end" (index after the key sentence)."""
     return _build(filler_tokens, KEY_MIN, depth, tokenizer)[1]
 
 

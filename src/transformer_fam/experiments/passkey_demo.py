@@ -245,10 +245,11 @@ def _batch(recipe: DemoRecipe, batch_size: int, filler: int, tokenizer, rng: ran
     -> ids, labels, span, Marks."""
     d = rng.random() if recipe.depth is None else recipe.depth
     ids, labels, _, span = passkey_batch(batch_size, filler, tokenizer, rng, d, recipe.loss_on)
+    if recipe.drift_weight <= 0 and recipe.write_weight <= 0:
+        return ids, labels, span, Marks()
     spans = passkey_spans(filler, d, tokenizer)
-    digits = list(range(spans["first_key"][1] - (span[1] - span[0]), spans["first_key"][1]))
     return ids, labels, span, Marks(spans["key_sentence_end"] if recipe.drift_weight > 0 else None,
-                                    digits if recipe.write_weight > 0 else None)
+                                    list(range(*spans["key_digits"])) if recipe.write_weight > 0 else None)
 
 
 def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache: FamCache | None = None,
