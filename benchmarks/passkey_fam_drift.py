@@ -6,10 +6,12 @@ For each filler length, N prompts with new keys (depth 0) are streamed up to the
 and the FAM every layer hands that block is kept. A ridge probe decodes key digit j from FAM
 slot j (RMS-normalised), per layer:
 - "same length": trained and tested (3:1 split) at that length: is the key still in the FAM?
-- "trained at REF": trained at the reference length, applied at this one: does a fixed read still work?
-and the cosine of each slot's mean over prompts against the reference length's (the common drift),
-and the share of that drift (the change of the slot means since the reference length, squared)
-that all F slots have in common: the part option O3 (fam_center) hides from the readers.
+- "trained at REF": trained at the reference length(s) (``--reference 512,2048``: on all of them),
+  applied at this one: does a fixed read still work?
+and the cosine of each slot's mean over prompts against the (first) reference length's (the common
+drift), the share of that drift (the change of the slot means since then, squared) that all F
+slots have in common (the part option O3, fam_center, hides from the readers), and the "key share":
+the share of each key slot's mean square that varies between prompts (is the key diluted?).
 ``--centred`` probes the FAM as O3's readers see it (each slot minus the slot mean, then
 RMS-normalised), for a model trained with the option or, for comparison, without it.
 Writes OUT (json) and prints a table.
