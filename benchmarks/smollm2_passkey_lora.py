@@ -40,9 +40,10 @@ from transformer_fam.data.tokenizer import load_tokenizer
 from transformer_fam.evaluation.ablation import FamResetEachBlock
 from transformer_fam.hf.smollm2 import smollm2_folder
 from transformer_fam.data.passkey import _build, passkey_spans, random_key
-from transformer_fam.experiments.passkey_demo import ReadRecorder, UpdateRecorder, read_loss, write_loss
+from transformer_fam.experiments.passkey_demo import ReadRecorder, UpdateRecorder, write_loss
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
 from transformer_fam.training.setup import fam_model
+from transformer_fam.training.retrieval import ValueProbe, head_read_loss, retrieval_heads as find_heads
 from transformer_fam.training.transfer import teacher_hidden_states, teacher_view, transfer_loss
 
 
@@ -63,12 +64,18 @@ def parse():
     p.add_argument("--minutes", type=float, default=8)
     p.add_argument("--curriculum", default="2:0,4:80", help="D:start_step,...")
     p.add_argument("--p-inwindow", type=float, default=0.1)
+    p.add_argument("--d-min", type=int, default=1,
+                   help="beyond-window examples put the question d in [d_min, D] blocks after the key's block")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--depth-mix", type=float, default=0.0, help="share of examples with a uniform depth")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the hidden-state distillation")
     p.add_argument("--kl", type=float, default=0.0, help="weight of the answer-logit KL to the teacher")
     p.add_argument("--distill-span", type=int, default=12, help="positions before the answer distilled")
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--fp32", action="store_true")
+    p.add_argument("--grad-ckpt", action="store_true",
+                   help="activation checkpointing per layer (recomputed in backward): about 1/3 more time, "
+                        "activation memory of one layer instead of all, so that d = 16 blocks fit in memory")
     p.add_argument("--eval-lengths", default="60,200,450,1000,2000")
     p.add_argument("--eval-samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -112,8 +119,8 @@ class Data:
         lo, hi = max(0, d * L - self.head - (self.qa if self.straddle and d else 0)), (d + 1) * L - self.head - self.qa
         return self.rng.randint(lo, max(lo, hi))
 
-    def batch(self, B, D, p_in, depth_mix):
-        d = 0 if self.rng.random() < p_in else self.rng.randint(1, D)
+    def batch(self, B, D, p_in, depth_mix, d_min: int = 1):
+        d = 0 if self.rng.random() < p_in else self.rng.randint(min(d_min, D), D)
         n = self.filler_for(d)
         depth = self.rng.random() if self.rng.random() < depth_mix else 0.0
         rows, keys = [], []
@@ -159,74 +166,15 @@ class MultiData(Data):
 DIGIT0 = 32  # SmolLM2's token id of "0" ("0".."9" are ids 32..41); the answer is " " + 5 digit tokens
 
 
-@contextlib.contextmanager
-def record_full_attention():
-    """While active, records (q, k) of every full-mode attention call (one per layer and forward)."""
-    from transformer_fam.core import layers
-
-    calls, original = [], layers.causal_attention
-
-    def recording(q, k, v):
-        calls.append((q, k))
-        return original(q, k, v)
-
-    layers.causal_attention = recording
-    try:
-        yield calls
-    finally:
-        layers.causal_attention = original
-
-
 def retrieval_heads(peft, data: Data, n_heads: int, bf16: bool, rows: int = 8) -> list[tuple[int, int]]:
-    """The (layer, head) pairs whose queries predicting key digit j put the most attention on key
-    digit j in the original model (full attention, adapters off), over prompts with the question
-    two blocks after the key: the heads the checkpoint retrieves the key with."""
-    ids, (a0, _), _ = data.batch(rows, 2, 0.0, 0.0)
-    k0 = passkey_spans(0, 0.0, data.tok)["key_digits"][0]  # at depth 0 the key sentence opens the prompt
-    with teacher_view(peft), record_full_attention() as calls, \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        peft(input_ids=ids, logits_to_keep=1)
-    scores = []
-    for layer, (q, k) in enumerate(calls):
-        H, Hk = q.shape[1], k.shape[1]
-        mass = 0.0
-        for j in range(5):  # the query at a0 + j predicts digit j (answer token j + 1)
-            t = a0 + j
-            kk = k[:, :, : t + 1].repeat_interleave(H // Hk, dim=1).float()
-            att = torch.softmax(torch.einsum("bhd,bhsd->bhs", q[:, :, t].float(), kk) / q.shape[-1] ** 0.5, -1)
-            mass = mass + att[:, :, k0 + j].mean(0)
-        scores += [(float(mass[h]) / 5, layer, h) for h in range(H)]
-    scores.sort(reverse=True)
-    print("retrieval heads (mass on the key digit, layer, head):", [(round(s, 3), l, h) for s, l, h in scores[:n_heads]],
+    """transformer_fam.training.retrieval.retrieval_heads over prompts with the question two blocks
+    after the key: the (layer, head) pairs the checkpoint retrieves the key with."""
+    ids, answer, _ = data.batch(rows, 2, 0.0, 0.0)
+    key_digits = list(range(*passkey_spans(0, 0.0, data.tok)["key_digits"]))  # depth 0: the prompt's start
+    scores = find_heads(peft, ids, answer, key_digits, n_heads, bf16)
+    print("retrieval heads (mass on the key digit, layer, head):", [(round(s, 3), l, h) for s, l, h in scores],
           flush=True)
-    return [(layer, h) for _, layer, h in scores[:n_heads]]
-
-
-class ValueProbe(torch.nn.Module):
-    """Training-only: digit j from FAM slot j's value, for each supervised (layer, head)."""
-
-    def __init__(self, heads: list[tuple[int, int]], head_dim: int):
-        super().__init__()
-        self.heads = heads
-        self.lin = torch.nn.ModuleList(torch.nn.Linear(head_dim, 10) for _ in heads)
-        self.norm = torch.nn.RMSNorm(head_dim, elementwise_affine=False)
-
-    def loss(self, calls: list[dict], ids: torch.Tensor, a0: int) -> torch.Tensor:
-        digits = ids[:, a0 + 1: a0 + 6] - DIGIT0  # (B, 5)
-        total = 0.0
-        for lin, (layer, h) in zip(self.lin, self.heads):
-            call = calls[layer]
-            fv, L = call["fam_v"], call["plan"].block_size
-            hk = h // (call["q"].shape[1] // fv.shape[1])
-            for j in range(5):
-                b = (a0 + j) // L  # the block of the query that predicts digit j
-                total = total + F.cross_entropy(lin(self.norm(fv[:, hk, b, j].float())), digits[:, j])
-        return total / (5 * len(self.heads))
-
-
-def head_read_loss(calls: list[dict], heads: list[tuple[int, int]], a0: int) -> torch.Tensor:
-    """The demo's read supervision on the chosen heads: at the query predicting digit j, FAM slot j."""
-    return sum(read_loss(calls[layer], [a0 + j for j in range(5)], head=h) for layer, h in heads) / len(heads)
+    return [(layer, h) for _, layer, h in scores]
 
 
 def hidden_distill(student: tuple, teacher: tuple, pos) -> torch.Tensor:
@@ -292,7 +240,7 @@ def eval_tf_reset(model, tok, lengths, samples, bf16, seed=123, depth=0.0, chunk
 
 def main():
     a = parse()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +255,8 @@ def main():
     else:
         peft = apply_lora(model, rank=a.rank, alpha=a.alpha)
     bf16 = not a.fp32
+    if a.grad_ckpt:
+        fam_model(peft).model.gradient_checkpointing = True
     data = MultiData(tok, a.block, a.seed, a.straddle)
     if a.bench:
         ids = torch.randint(0, 1000, (4, 384))
@@ -393,7 +343,7 @@ def main():
                 n_mem=int(needs.sum()), acc_mem=float(right[:, needs].float().mean()) if needs.any() else None,
                 acc_win=float(right[:, ~needs].float().mean()) if (~needs).any() else None))
             continue
-        ids, (a0, a1), d = data.batch(a.batch, D, a.p_inwindow, a.depth_mix)
+        ids, (a0, a1), d = data.batch(a.batch, D, a.p_inwindow, a.depth_mix, a.d_min)
         need_h = a.distill > 0
         if need_h or a.kl > 0:
             with teacher_view(peft), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -407,7 +357,7 @@ def main():
         loss = ce
         rec = {}
         if heads and a.read > 0:
-            rl = head_read_loss(recorder.calls, heads, a0)
+            rl = head_read_loss(recorder.calls, heads, [a0 + j for j in range(5)])
             loss = loss + a.read * rl
             rec["read"] = rl.item()
         if a.write > 0:
@@ -415,7 +365,7 @@ def main():
             loss = loss + a.write * wl
             rec["write"] = wl.item()
         if vprobe is not None:
-            pl = vprobe.loss(recorder.calls, ids, a0)
+            pl = vprobe.loss(recorder.calls, ids[:, a0 + 1:a0 + 6] - DIGIT0, [a0 + j for j in range(5)])
             loss = loss + a.probe * pl
             rec["probe"] = pl.item()
         if a.kl > 0:

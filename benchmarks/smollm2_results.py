@@ -1,6 +1,6 @@
 """Issue 13's table and plots: SmolLM2-135M-Instruct as the original model (full attention),
 converted to BSWA and to FAM (block 256, 1 memory block, 16 FAM vectors: a 512-token window),
-untrained and after the bundled recipes (`smollm2-bswa`, `smollm2-fam`: LoRA by attention
+untrained and after the bundled recipes (`smollm2-bswa-transfer`, `smollm2-fam-transfer`: LoRA by attention
 transfer), on PassKey by filler length and on held-out Milton by position.
 
     python benchmarks/smollm2_results.py                       # everything missing under runs/s2, then the table
@@ -68,17 +68,17 @@ def main(argv=None) -> int:
     run_all([("convert", fam("convert", "smollm2", str(conv), "--mode", "fam", *SHAPE), conv / "config.json")], 1,
             runs / "logs")
     if not a.skip_train:
-        run_all([("train-fam", fam("train", "smollm2-fam", f"out_dir={fam_dir.parent}", "progress=false"),
+        run_all([("train-fam", fam("train", "smollm2-fam-transfer", f"out_dir={fam_dir.parent}", "progress=false"),
                   fam_dir / "config.json"),
-                 ("train-bswa", fam("train", "smollm2-bswa", f"out_dir={bswa_dir.parent}", "progress=false"),
+                 ("train-bswa", fam("train", "smollm2-bswa-transfer", f"out_dir={bswa_dir.parent}", "progress=false"),
                   bswa_dir / "config.json")], a.workers, runs / "logs")
     models = {  # row name -> (folder, passkey flags, ppl mode)
         "original (full attention)": (conv, ["--attention-mode", "full"], "full"),
         "BSWA, converted": (conv, ["--attention-mode", "bswa"], "bswa"),
         "FAM, converted": (conv, [], "fam"),
-        "BSWA + smollm2-bswa": (bswa_dir, [], "bswa"),
-        "FAM + smollm2-fam": (fam_dir, [], "fam"),
-        "FAM + smollm2-fam, FAM reset every block": (fam_dir, ["--fam-reset"], "fam-reset"),
+        "BSWA + smollm2-bswa-transfer": (bswa_dir, [], "bswa"),
+        "FAM + smollm2-fam-transfer": (fam_dir, [], "fam"),
+        "FAM + smollm2-fam-transfer, FAM reset every block": (fam_dir, ["--fam-reset"], "fam-reset"),
     }
     jobs, where = [], {}
     for i, (name, (folder, flags, mode)) in enumerate(models.items()):

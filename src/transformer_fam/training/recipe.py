@@ -31,10 +31,19 @@ class Recipe:
     tensorboard: bool = True
     progress: bool = True
     # data
-    data: str = "passkey"  # built-in corpus names / files / folders, comma-separated; or passkey
+    data: str = "passkey"  # built-in corpus names / files / folders, comma-separated; or passkey / passkey-retrieval
     text_field: str = "text"
     passkey_loss: str = "answer"  # passkey: loss on the answer's digits, or on all tokens
     passkey_curriculum: int = 0  # passkey: batches over which the length grows from the shortest to seq_len
+    # passkey-retrieval (training/retrieval.py): the question d blocks after the key, d in [d_min, D]
+    retrieval_curriculum: str = "1:0,2:150,4:300,8:450"  # D:first_step,...
+    retrieval_d_min: int = 1
+    retrieval_p_inwindow: float = 0.1  # share of batches with the question in the key's block (d = 0)
+    retrieval_straddle: bool = False  # d >= 1: the question may start in the block before the answer's
+    retrieval_heads: int = 4  # how many (layer, head) pairs the read / write / probe supervision covers
+    read_weight: float = 0.0  # > 0: retrieval heads read FAM slot j for digit j (an option, not the paper)
+    write_weight: float = 0.0  # > 0: FAM slot j's query attends key digit j at the key block's update
+    probe_weight: float = 0.0  # > 0: a training-only linear probe decodes digit j from FAM slot j's value
     tokenizer: str = "auto"  # auto (byte for scratch, the base model's otherwise) / byte / passkey / path
     batching: str = "packed"  # packed (paper) / document (rows read documents in order, FAM carried)
     seq_len: int = 512
@@ -96,7 +105,8 @@ class Recipe:
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
         for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
-                    "fam_max_rms", "transfer_weight", "lm_weight"):
+                    "fam_max_rms", "transfer_weight", "lm_weight", "retrieval_p_inwindow", "read_weight",
+                    "write_weight", "probe_weight"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
         if self.lr <= 0:
@@ -129,6 +139,26 @@ class Recipe:
             if self.attention_mode == "full":
                 raise ValueError("recipe key transfer_weight: the student must be bswa or fam (attention_mode=full "
                                  "is the teacher itself)")
+        if self.data == "passkey-retrieval":
+            from .retrieval import parse_curriculum
+
+            parse_curriculum(self.retrieval_curriculum)
+            if self.batching != "packed" or self.rsp_prob > 0:
+                raise ValueError("recipe key data=passkey-retrieval: examples are independent; needs "
+                                 "batching=packed and rsp_prob=0")
+            if not 0.0 <= self.retrieval_p_inwindow <= 1.0 or self.retrieval_d_min < 1 or self.retrieval_heads < 1:
+                raise ValueError("recipe keys retrieval_p_inwindow / retrieval_d_min / retrieval_heads: need "
+                                 "0 <= p <= 1, d_min >= 1, heads >= 1")
+        for key in ("read_weight", "write_weight", "probe_weight"):
+            value = getattr(self, key)
+            if value < 0:
+                raise ValueError(f"recipe key {key}={value}: must be >= 0")
+            if value > 0:
+                needs = {"data": "passkey-retrieval", "attention_mode": "fam", "finetune": "lora",
+                         "fam_read_gate": False}  # the heads come from the original model (adapters off)
+                for need, want in needs.items():
+                    if getattr(self, need) != want:
+                        raise ValueError(f"recipe key {key}={value}: needs {need}={want} (got {getattr(self, need)!r})")
         if self.init == "pretrained" and not self.base_model:
             raise ValueError("recipe key base_model: required with init=pretrained")
         if self.finetune == "lora" and self.init != "pretrained":

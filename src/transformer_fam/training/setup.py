@@ -169,13 +169,16 @@ def param_groups(recipe: Recipe, model) -> list[dict]:
             for n, ps in groups.items() if ps]
 
 
-def build_optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
+def build_optimizer(recipe: Recipe, model, extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """AdamW, or torch's Adafactor. torch's Adafactor scales each update by max(eps2, RMS(param))
     (eps2 = 1e-3), so a parameter that starts at zero (LoRA's B, a read gate) moves by ~1e-3 * lr
     per step and never trains; its groups for LoRA adapters, the FAM prompt and the gates therefore
     take eps2 = 1 (an absolute step of lr for parameters of RMS below 1: the parameter-scale factor
-    off). LoRA recipes use AdamW (the peft convention)."""
+    off). LoRA recipes use AdamW (the peft convention). ``extra``: a training-only module (the
+    retrieval supervision's key probe), its own group "probe" at lr 1e-3, no weight decay."""
     groups = param_groups(recipe, model)
+    if extra is not None:
+        groups.append({"name": "probe", "params": list(extra.parameters()), "lr": 1e-3, "weight_decay": 0.0})
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
                                  weight_decay=recipe.weight_decay)

@@ -60,22 +60,42 @@ class Trainer:
                              f"continue, or choose another out_dir")
         if recipe.bf16 and (slower := slow_bf16_note(self.dist.device.type)):
             self.log(f"note: recipe key bf16=true: {slower}; bf16=false is faster here")
+        supervised = recipe.read_weight > 0 or recipe.write_weight > 0 or recipe.probe_weight > 0
+        if supervised and self.dist.world > 1:
+            raise ValueError(f"recipe keys read_weight / write_weight / probe_weight: run in one process only "
+                             f"(got {self.dist.world}); set them to 0 with torchrun")
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
-        self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
-                                    recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
-                                    recipe.passkey_curriculum)
+        if recipe.data == "passkey-retrieval":
+            from .retrieval import RetrievalBatches
+
+            self.batches = RetrievalBatches(self.tokenizer, recipe.block_size, recipe.batch_size, recipe.seed,
+                                            recipe.retrieval_curriculum, recipe.retrieval_d_min,
+                                            recipe.retrieval_p_inwindow, recipe.retrieval_straddle)
+        else:
+            self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
+                                        recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
+                                        recipe.passkey_curriculum)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
+        self.supervision = None  # read / write / probe supervision (training/retrieval.py)
+        if supervised:
+            from .retrieval import build_supervision
+
+            self.supervision = build_supervision(self.model, self.batches, recipe.retrieval_heads,
+                                                 recipe.read_weight, recipe.write_weight, recipe.probe_weight,
+                                                 recipe.bf16, self.log)
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
         self.model.train()
         self.wrapped = self._wrap(self.model)
-        self.optimizer = build_optimizer(recipe, self.model)
+        probe = self.supervision.probe if self.supervision is not None else None
+        self.optimizer = build_optimizer(recipe, self.model, extra=probe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(recipe))
         self.step = 0
         self.cache = None  # document-continuous: the FamCache carried across steps
         self._transfer = 0.0  # this optimiser step's attention-transfer loss (transfer_weight > 0)
+        self._supervised: dict[str, float] = {}  # this optimiser step's read / write / probe losses
         fam_mode = self.fam.config.attention_mode == "fam"
         self.rsp = RandomStatePassing(recipe.rsp_prob if fam_mode else 0.0)
         self.stop_requested = False
@@ -135,7 +155,9 @@ class Trainer:
         ckpt.write_rank_state(tmp, d.rank, {
             "rng": ckpt.rng_state(),
             "rsp_state": None if self.rsp.state is None else [t.cpu() for t in self.rsp.state],
-            "cache": ckpt.cache_to_dict(self.cache)})
+            "cache": ckpt.cache_to_dict(self.cache),
+            "probe": None if self.supervision is None or self.supervision.probe is None
+            else self.supervision.probe.state_dict()})
         if d.main:
             trainer_state = {"step": step, "batches_consumed": step * self.recipe.grad_accum,
                              "world_size": d.world, "batching": self.recipe.batching}
@@ -160,6 +182,11 @@ class Trainer:
         self.rsp.state = (None if rank["rsp_state"] is None
                           else [t.to(self.dist.device) for t in rank["rsp_state"]])
         self.cache = ckpt.cache_from_dict(rank["cache"], self.fam.config, self.dist.device)
+        if self.supervision is not None and self.supervision.probe is not None:
+            if rank.get("probe") is None:
+                raise ValueError(f"--resume: {state['folder']} holds no key probe, but probe_weight="
+                                 f"{self.recipe.probe_weight}; resume with the recipe it was saved with")
+            self.supervision.probe.load_state_dict(rank["probe"])
         ckpt.set_rng_state(rank["rng"])
         self.log(f"resumed from {state['folder']} (step {self.step})")
         return True
@@ -177,14 +204,27 @@ class Trainer:
             self.cache = start_cache(self.fam.config, self.rsp, r.random_position_offset)
         keep_state = document or self.rsp.active  # someone reads the cache after this step
         no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
+        kw, answer = {}, None
+        if r.data == "passkey-retrieval":  # logits of the answer's positions only (the targets' columns)
+            first = int((targets != -100).any(0).nonzero()[0])  # = answer start - 1 (targets: next tokens)
+            answer = (first + 1, first + 1 + int((targets[0] != -100).sum()))
+            kw["logits_to_keep"] = inputs.shape[1] - first
+            targets = targets[:, first:]
+        sup = self.supervision
         with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16), \
-                    torch.set_grad_enabled(r.lm_weight > 0):
-                out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state)
+                    torch.set_grad_enabled(r.lm_weight > 0 or sup is not None), \
+                    (sup.record() if sup is not None else contextlib.nullcontext((None, None))) as (reader, writer):
+                out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state, **kw)
             logits = out.logits.float()
             loss_sum = next_token_loss(logits, targets, shift=False, reduction="sum")  # targets: next tokens
             share = loss_sum / max(n_targets, 1) / r.grad_accum
             total = r.lm_weight * share if r.lm_weight > 0 else 0.0
+            if sup is not None:
+                parts = sup.losses(reader, writer, inputs, answer)
+                for k, v in parts.items():
+                    self._supervised[k] = self._supervised.get(k, 0.0) + float(v.detach()) / r.grad_accum
+                total = total + sup.total(parts) / r.grad_accum
             if r.transfer_weight > 0:  # attention transfer (training/transfer.py): one process only
                 with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                     transfer = transfer_loss(self.fam, teacher_hidden_states(self.model, inputs))
@@ -200,7 +240,7 @@ class Trainer:
     def optimizer_step(self) -> dict:
         r = self.recipe
         t0 = time.perf_counter()
-        loss, tokens, self._transfer = 0.0, 0, 0.0
+        loss, tokens, self._transfer, self._supervised = 0.0, 0, 0.0, {}
         for micro in range(r.grad_accum):
             share, n = self.micro_step(self.step * r.grad_accum + micro, sync=micro == r.grad_accum - 1)
             loss += share
@@ -218,6 +258,7 @@ class Trainer:
                "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
         if r.transfer_weight > 0:
             rec["transfer"] = self._transfer
+        rec.update(self._supervised)
         return rec
 
     # ------------------------------------------------------------------ the run

@@ -1,0 +1,237 @@
+"""PassKey retrieval beyond the window for a converted checkpoint (`data: passkey-retrieval`), with
+the read / write supervision that makes its FAM memory work (issue 13; docs/smollm2_memory.md).
+
+    fam train smollm2-fam out_dir=runs/s2-fam         # block 128, no memory block, F 16; read + write
+
+The data: the spec's PassKey prompt (docs/algorithm.md §10), key at depth 0, a random filler length
+(not a multiple of the block) chosen so that the question sits ``d`` blocks after the key's block, d
+uniform in [d_min, D], D from a curriculum over the steps (``"1:0,2:150"``: D 1 from step 0, 2 from
+step 150), plus a share of in-window examples (d = 0). One d per batch, so rows need no padding;
+batches are a pure function of the step (exact resume). Targets: the answer's tokens only.
+
+The supervision (training only; options, not the paper's recipe; weights in the recipe):
+- the *retrieval heads* are the (layer, head) pairs whose queries predicting key digit j put the
+  most attention on key digit j in the original model (full attention, adapters off);
+- ``read_weight``: at the query that predicts digit j, each retrieval head attends FAM slot j (the
+  cross-entropy of its own attention logits; ``passkey_demo.read_loss``);
+- ``write_weight``: at the FAM update of the key's block, FAM slot j's query of each retrieval head
+  attends key digit j (``passkey_demo.write_loss``);
+- ``probe_weight``: a linear probe (training only, not saved with the model) decodes digit j from
+  FAM slot j's value at each retrieval head in the answer's block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..data import passkey
+
+
+def parse_curriculum(spec: str) -> list[tuple[int, int]]:
+    """``"1:0,2:150"`` -> [(0, 1), (150, 2)]: (first step, largest distance D in blocks), sorted;
+    the first entry must start at step 0."""
+    try:
+        stages = sorted((int(s), int(d)) for d, s in (x.split(":") for x in spec.split(",") if x.strip()))
+    except ValueError:
+        raise ValueError(f"retrieval_curriculum={spec!r}: expected D:step,... (e.g. 1:0,2:150)") from None
+    if not stages or stages[0][0] != 0 or any(d < 1 or s < 0 for s, d in stages):
+        raise ValueError(f"retrieval_curriculum={spec!r}: needs a stage at step 0, distances >= 1, steps >= 0")
+    return stages
+
+
+class RetrievalBatches:
+    """PassKey batches whose question lies ``d`` blocks after the key's block (module docstring)."""
+
+    mode = "packed"
+
+    def __init__(self, tokenizer, block_size: int, batch_size: int, seed: int, curriculum: str,
+                 d_min: int = 1, p_inwindow: float = 0.1, straddle: bool = False):
+        self.tokenizer, self.L, self.batch_size, self.seed = tokenizer, block_size, batch_size, seed
+        self.stages, self.d_min, self.p_inwindow, self.straddle = parse_curriculum(curriculum), d_min, p_inwindow, straddle
+        spans = passkey.passkey_spans(0, 0.0, tokenizer)
+        ids, _ = passkey.make_passkey_example(0, passkey.KEY_MIN, 0.0, tokenizer)
+        question = len(passkey._encode(tokenizer, passkey.QUESTION, False))
+        a0, a1 = spans["answer"]
+        self.head = len(ids) - (a1 - a0) - question  # intro + key sentence
+        self.qa = len(ids) - self.head  # question + answer
+        self.key_digits = list(range(*spans["key_digits"]))  # the same for every filler at depth 0
+        if self.head + self.qa > block_size:
+            raise ValueError(f"block_size={block_size}: a PassKey example without filler needs "
+                             f"{self.head + self.qa} tokens; use a block of at least that many")
+
+    def starts_stream(self, index: int) -> bool:
+        return True
+
+    def distance_bound(self, index: int) -> int:
+        return [d for s, d in self.stages if s <= index][-1]
+
+    def filler_for(self, d: int, rng: random.Random) -> int:
+        L = self.L
+        lo = max(0, d * L - self.head - (self.qa if self.straddle and d else 0))
+        hi = (d + 1) * L - self.head - self.qa
+        return rng.randint(lo, max(lo, hi))
+
+    def draw(self, index: int) -> tuple[torch.Tensor, tuple[int, int], int]:
+        """(token ids (B, T), answer span, d) of batch ``index``."""
+        rng = random.Random(f"retrieval-{self.seed}-{index}")
+        D = self.distance_bound(index)
+        d = 0 if rng.random() < self.p_inwindow else rng.randint(min(self.d_min, D), D)
+        n = self.filler_for(d, rng)
+        rows, span = [], None
+        for _ in range(self.batch_size):
+            ids, span = passkey.make_passkey_example(n, passkey.random_key(rng), 0.0, self.tokenizer)
+            rows.append(ids)
+        return torch.tensor(rows, dtype=torch.long), span, d
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seq, (a0, a1), _ = self.draw(index)
+        targets = torch.full((seq.shape[0], seq.shape[1] - 1), -100, dtype=torch.long)
+        targets[:, a0 - 1: a1 - 1] = seq[:, a0:a1]
+        return seq[:, :-1], targets
+
+
+def digit_ids(tokenizer) -> torch.Tensor:
+    """Token id -> digit value lookup (-1 elsewhere) for a tokenizer whose digits are single tokens."""
+    ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    table = torch.full((max(ids) + 1,), -1, dtype=torch.long)
+    table[torch.tensor(ids)] = torch.arange(10)
+    return table
+
+
+@contextlib.contextmanager
+def record_full_attention():
+    """While active, records (q, k) of every full-mode attention call (one per layer and forward)."""
+    from ..core import layers
+
+    calls, original = [], layers.causal_attention
+
+    def recording(q, k, v):
+        calls.append((q, k))
+        return original(q, k, v)
+
+    layers.causal_attention = recording
+    try:
+        yield calls
+    finally:
+        layers.causal_attention = original
+
+
+@torch.no_grad()
+def retrieval_heads(model, ids: torch.Tensor, answer: tuple[int, int], key_digits: list[int], n_heads: int,
+                    bf16: bool = False) -> list[tuple[float, int, int]]:
+    """The ``n_heads`` (attention mass, layer, head) whose queries predicting key digit j put the most
+    attention on key digit j in the original model (``teacher_view``: full attention, adapters off),
+    over the prompts ``ids`` (B, T) with their answer span and key digit positions."""
+    from .transfer import teacher_view
+
+    n = len(key_digits)
+    queries = [answer[1] - n + j - 1 for j in range(n)]  # the query that predicts digit j
+    with teacher_view(model), record_full_attention() as calls, \
+            torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        model(input_ids=ids, logits_to_keep=1)
+    scores = []
+    for layer, (q, k) in enumerate(calls):
+        H, Hk = q.shape[1], k.shape[1]
+        mass = 0.0
+        for j, t in enumerate(queries):
+            kk = k[:, :, : t + 1].repeat_interleave(H // Hk, dim=1).float()
+            att = torch.softmax(torch.einsum("bhd,bhsd->bhs", q[:, :, t].float(), kk) / q.shape[-1] ** 0.5, -1)
+            mass = mass + att[:, :, key_digits[j]].mean(0)
+        scores += [(float(mass[h]) / n, layer, h) for h in range(H)]
+    scores.sort(reverse=True)
+    return scores[:n_heads]
+
+
+class ValueProbe(torch.nn.Module):
+    """Training-only: digit j from FAM slot j's value, for each supervised (layer, head)."""
+
+    def __init__(self, heads: list[tuple[int, int]], head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.lin = torch.nn.ModuleList(torch.nn.Linear(head_dim, 10) for _ in heads)
+        self.norm = torch.nn.RMSNorm(head_dim, elementwise_affine=False)
+
+    def loss(self, calls: list[dict], digits: torch.Tensor, queries: list[int]) -> torch.Tensor:
+        """``digits`` (B, n) the key's digit values; ``queries[j]`` the position predicting digit j."""
+        total = 0.0
+        for lin, (layer, h) in zip(self.lin, self.heads):
+            call = calls[layer]
+            fv, L = call["fam_v"], call["plan"].block_size
+            hk = h // (call["q"].shape[1] // fv.shape[1])
+            for j, t in enumerate(queries):
+                total = total + F.cross_entropy(lin(self.norm(fv[:, hk, t // L, j].float())), digits[:, j])
+        return total / (len(queries) * len(self.heads))
+
+
+def head_read_loss(calls: list[dict], heads: list[tuple[int, int]], queries: list[int]) -> torch.Tensor:
+    """The demo's read supervision on the chosen heads: at the query predicting digit j, FAM slot j."""
+    from ..experiments.passkey_demo import read_loss
+
+    return sum(read_loss(calls[layer], queries, head=h) for layer, h in heads) / len(heads)
+
+
+class RetrievalSupervision:
+    """The read / write / probe losses of one forward (module docstring); ``record()`` wraps the
+    forward, ``losses(...)`` reads what it recorded."""
+
+    def __init__(self, heads: list[tuple[int, int]], head_dim: int, key_digits: list[int], block_size: int,
+                 tokenizer, read: float, write: float, probe: float):
+        self.heads, self.key_digits, self.block_size = heads, key_digits, block_size
+        self.weights = {"read": read, "write": write, "probe": probe}
+        self.probe = ValueProbe(heads, head_dim) if probe > 0 else None
+        self.digit_table = digit_ids(tokenizer)
+
+    @contextlib.contextmanager
+    def record(self):
+        from ..experiments.passkey_demo import ReadRecorder, UpdateRecorder
+
+        reads = self.weights["read"] > 0 or self.probe is not None
+        with (ReadRecorder() if reads else contextlib.nullcontext()) as reader, \
+                (UpdateRecorder() if self.weights["write"] > 0 else contextlib.nullcontext()) as writer:
+            yield reader, writer
+
+    def losses(self, reader, writer, ids: torch.Tensor, answer: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Unweighted losses by name; ``ids`` (B, T) the forward's input (the answer's last digit may be
+        cut off: its position is then T)."""
+        from ..experiments.passkey_demo import write_loss
+
+        n = len(self.key_digits)
+        queries = [answer[1] - n + j - 1 for j in range(n)]
+        out = {}
+        if self.weights["read"] > 0:
+            out["read"] = head_read_loss(reader.calls, self.heads, queries)
+        if self.weights["write"] > 0:
+            out["write"] = write_loss(writer, self.key_digits, self.block_size, self.heads)
+        if self.probe is not None:
+            digits = self.digit_table.to(ids.device)[ids[:, self.key_digits]]
+            out["probe"] = self.probe.loss(reader.calls, digits, queries)
+        return out
+
+    def total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.weights[k] * v for k, v in losses.items())
+
+
+def build_supervision(model, batches: RetrievalBatches, n_heads: int, read: float, write: float, probe: float,
+                      bf16: bool = False, log=None) -> RetrievalSupervision:
+    """Find the retrieval heads on 8 prompts with the question two blocks after the key (a fixed
+    draw: the same heads on every run and resume), and the supervision on them."""
+    from .setup import fam_model
+
+    rng = random.Random(f"retrieval-heads-{batches.seed}")
+    n = batches.filler_for(2, rng)
+    rows, span = [], None
+    for _ in range(8):
+        ids, span = passkey.make_passkey_example(n, passkey.random_key(rng), 0.0, batches.tokenizer)
+        rows.append(ids)
+    device = next(model.parameters()).device
+    scored = retrieval_heads(model, torch.tensor(rows, device=device), span, batches.key_digits, n_heads, bf16)
+    if log:
+        log("retrieval heads (mass on the key digit, layer, head): "
+            + ", ".join(f"({s:.3f}, {layer}, {h})" for s, layer, h in scored))
+    heads = [(layer, h) for _, layer, h in scored]
+    return RetrievalSupervision(heads, fam_model(model).config.head_dim, batches.key_digits, batches.L,
+                                batches.tokenizer, read, write, probe)

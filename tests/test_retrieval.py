@@ -1,0 +1,147 @@
+"""`data: passkey-retrieval` and the read / write / probe supervision of `fam train`
+(training/retrieval.py): the data's geometry, the retrieval heads against HF's own attention
+weights, the losses the trainer logs, and an exact resume with the training-only probe."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import hf_tiny, tiny_recipe
+from transformer_fam.data.passkey import passkey_tokenizer
+from transformer_fam.training.recipe import recipe_from_dict
+from transformer_fam.training.retrieval import RetrievalBatches, parse_curriculum, retrieval_heads
+
+L = 80  # a PassKey example without filler is 67 tokens with the word-level tokenizer
+
+
+def _batches(straddle=False, seed=0, curriculum="1:0,3:4", p_in=0.2):
+    return RetrievalBatches(passkey_tokenizer(), L, 3, seed, curriculum, p_inwindow=p_in, straddle=straddle)
+
+
+@pytest.mark.parametrize("straddle", [False, True])
+def test_the_question_lies_d_blocks_after_the_key(straddle):
+    data = _batches(straddle)
+    fillers, ds = set(), set()
+    for index in range(40):
+        ids, (a0, a1), d = data.draw(index)
+        assert d <= data.distance_bound(index) and (index >= 4 or d <= 1)
+        assert max(data.key_digits) // L == 0  # depth 0: the key sits in the first block
+        assert (a1 - 1) // L == d  # the answer's last digit lies d blocks after the key's block
+        if not straddle:
+            assert (a0 - data.qa + (a1 - a0)) // L == d  # the whole question too
+        n = ids.shape[1] - data.head - data.qa
+        fillers.add(n % L)
+        ds.add(d)
+        inputs, targets = data.batch(index)
+        assert torch.equal(inputs, ids[:, :-1])
+        assert torch.equal(targets[:, a0 - 1:a1 - 1], ids[:, a0:a1]) and (targets != -100).sum() == 3 * (a1 - a0)
+    assert ds == {0, 1, 2, 3} and len(fillers) > 5  # in-window batches, every distance, unaligned fillers
+
+
+def test_batches_are_a_pure_function_of_the_step():
+    a, b, c = _batches(), _batches(), _batches(seed=1)
+    assert torch.equal(a.batch(7)[0], b.batch(7)[0])
+    assert not torch.equal(a.batch(7)[0], a.batch(8)[0]) and not torch.equal(a.batch(7)[0], c.batch(7)[0])
+
+
+@pytest.mark.parametrize("spec", ["", "2:5", "x", "0:0"])
+def test_bad_curriculum_is_one_clear_error(spec):
+    with pytest.raises(ValueError, match="retrieval_curriculum"):
+        parse_curriculum(spec)
+
+
+def test_block_too_small_for_an_example_is_an_error():
+    with pytest.raises(ValueError, match="block_size=16"):
+        RetrievalBatches(passkey_tokenizer(), 16, 2, 0, "1:0")
+
+
+def test_retrieval_heads_match_hf_attention_weights():
+    """The score of (layer, head): attention from the query predicting key digit j onto digit j,
+    mean over rows and digits, in the original model; reference: HF's eager attention weights."""
+    from transformer_fam import from_hf
+    from transformer_fam.hf.lora import apply_lora
+
+    hf = hf_tiny("smollm2-like", vocab_size=80)
+    hf.config._attn_implementation = "eager"
+    data = _batches()
+    ids, answer, _ = data.draw(5)
+    peft = apply_lora(from_hf(hf, attention_mode="fam", block_size=L, mem_segments=0, fam_length=5,
+                              dtype=torch.float32), rank=2, alpha=4)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # the heads come from the original model: adapters must not count
+        att = hf(ids, output_attentions=True).attentions
+    queries = [answer[1] - 5 + j - 1 for j in range(5)]
+    want = sorted(((sum(float(a[:, h, q, k].mean()) for q, k in zip(queries, data.key_digits)) / 5, layer, h)
+                   for layer, a in enumerate(att) for h in range(a.shape[1])), reverse=True)
+    got = retrieval_heads(peft, ids, answer, data.key_digits, 3)
+    assert [(layer, h) for _, layer, h in got] == [(layer, h) for _, layer, h in want[:3]]
+    assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in want[:3]], abs=1e-5)
+
+
+def _base(tmp_path):
+    base = tmp_path / "llama"
+    hf_tiny("smollm2-like", vocab_size=80).save_pretrained(base)
+    return base
+
+
+def _values(tmp_path, **kw):
+    return tiny_recipe(tmp_path, init="pretrained", base_model=str(_base(tmp_path)), finetune="lora", lora_rank=4,
+                       lora_alpha=8, tokenizer="passkey", data="passkey-retrieval", retrieval_curriculum="1:0,2:2",
+                       retrieval_heads=2, read_weight=1.0, write_weight=1.0, probe_weight=1.0, batch_size=2,
+                       attention_mode="fam", block_size=L, mem_segments=0, fam_length=5, warmup_steps=0,
+                       **{"max_steps": 4, "save_every": 2, **kw})
+
+
+def test_trainer_logs_the_supervision_losses_of_its_first_batch(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    values = _values(tmp_path, retrieval_p_inwindow=0.0)
+    trainer = Trainer(recipe_from_dict(values))
+    sup = trainer.supervision
+    assert len(sup.heads) == 2 and sup.probe is not None
+    inputs, _ = trainer.batches.batch(0)
+    ids, answer, d = trainer.batches.draw(0)
+    assert d >= 1  # the write happens at the key block's FAM update, before the answer's block
+    with torch.no_grad(), sup.record() as (reader, writer):
+        trainer.model(input_ids=inputs)
+        want = {k: float(v) for k, v in sup.losses(reader, writer, inputs, answer).items()}
+    assert set(want) == {"read", "write", "probe"} and all(v > 0 for v in want.values())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainer.run() == 0
+    first = json.loads((Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    for k, v in want.items():
+        assert first[k] == pytest.approx(v, rel=1e-4)
+    moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert any("lora_B" in n for n in moved) and any(n.endswith("fam_prompt") for n in moved)
+
+
+def test_resume_with_the_probe_is_exact(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    whole = _values(tmp_path / "a")
+    assert Trainer(recipe_from_dict(whole)).run() == 0
+    half = _values(tmp_path / "b", max_steps=2)
+    assert Trainer(recipe_from_dict(half)).run() == 0
+    rest = recipe_from_dict({**half, "max_steps": 4})
+    assert Trainer(rest, resume=True).run() == 0
+
+    def losses(values):
+        lines = (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()
+        return [r[k] for r in map(json.loads, lines) for k in ("step", "loss", "read", "write", "probe")]
+
+    assert losses(half) == pytest.approx(losses(whole), rel=1e-6)
+
+
+@pytest.mark.parametrize("changes, needs", [
+    ({"attention_mode": "bswa"}, "attention_mode=fam"),
+    ({"finetune": "full"}, "finetune=lora"),
+    ({"data": "passkey"}, "data=passkey-retrieval"),
+    ({"fam_read_gate": True}, "fam_read_gate=False"),
+])
+def test_supervision_needs_its_setting(tmp_path, changes, needs):
+    with pytest.raises(ValueError, match=f"read_weight=1.0: needs {needs}"):
+        recipe_from_dict({**_values(tmp_path), **changes})
