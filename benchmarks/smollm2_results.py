@@ -1,10 +1,14 @@
 """Issue 13's table and plots: SmolLM2-135M-Instruct as the original model (full attention),
-converted to BSWA and to FAM (block 256, 1 memory block, 16 FAM vectors: a 512-token window),
-untrained and after the bundled recipes (`smollm2-bswa-transfer`, `smollm2-fam-transfer`: LoRA by attention
-transfer), on PassKey by filler length and on held-out Milton by position.
+converted to BSWA and to FAM, untrained and after a pair of bundled recipes, on PassKey by filler
+length and on held-out Milton by position. Two sets (``--set``):
+- ``transfer``: block 256, 1 memory block, 16 FAM vectors (a 512-token window);
+  `smollm2-bswa-transfer` / `smollm2-fam-transfer` (LoRA by attention transfer);
+- ``retrieval``: block 128, no memory block, 16 FAM vectors (a 128-token window);
+  `smollm2-bswa` / `smollm2-fam` (PassKey retrieval with the read / write supervision).
 
     python benchmarks/smollm2_results.py                       # everything missing under runs/s2, then the table
     python benchmarks/smollm2_results.py --skip-train --fam runs/x/final --bswa runs/y/final
+    python benchmarks/smollm2_results.py --set retrieval --skip-train --fam runs/r13/R4/final   # no BSWA rows
 
 Every step is a `fam` command run as a subprocess (two at a time, one thread each); a step whose
 output exists is not run again, so an interrupted run continues where it stopped. Writes
@@ -21,7 +25,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-SHAPE = ["--block-size", "256", "--mem-segments", "1", "--fam-length", "16"]
+SETS = {  # shape, window, recipes (fam, bswa), defaults
+    "transfer": dict(shape=(256, 1, 16), recipes=("smollm2-fam-transfer", "smollm2-bswa-transfer"), runs="runs/s2",
+                     lengths="300,1100,4100", samples=6, buckets="0,512,2048,4096", out="docs/smollm2_results"),
+    "retrieval": dict(shape=(128, 0, 16), recipes=("smollm2-fam", "smollm2-bswa"), runs="runs/s2r",
+                      lengths="60,200,450,1000,2000", samples=20, buckets="0,128,512,2048",
+                      out="docs/smollm2_retrieval"),
+}
 
 
 def fam(*args: str) -> list[str]:
@@ -49,37 +59,51 @@ def run_all(jobs: list[tuple[str, list[str], Path]], workers: int, log_dir: Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/s2", help="folder for the converted model, trainings and evaluations")
+    p.add_argument("--set", default="transfer", choices=sorted(SETS), help="the shape and recipe pair")
+    p.add_argument("--runs", default=None, help="folder for the converted model, trainings and evaluations")
     p.add_argument("--fam", default=None, help="trained FAM model folder (default RUNS/fam/final)")
-    p.add_argument("--bswa", default=None, help="trained BSWA model folder (default RUNS/bswa/final)")
+    p.add_argument("--bswa", default=None, help="trained BSWA model folder (default RUNS/bswa/final; with "
+                                                "--skip-train and no such folder, its rows are left out)")
     p.add_argument("--skip-train", action="store_true", help="use --fam / --bswa as they are")
-    p.add_argument("--lengths", default="300,1100,4100", help="PassKey filler tokens (not multiples of 256)")
-    p.add_argument("--samples", type=int, default=6)
-    p.add_argument("--buckets", default="0,512,2048,4096")
+    p.add_argument("--fam-label", default=None, help="the trained FAM rows' name (default: the recipe's)")
+    p.add_argument("--lengths", default=None, help="PassKey filler tokens (not multiples of the block)")
+    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--buckets", default=None)
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens of each held-out Milton text")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="docs/smollm2_results")
+    p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    preset = SETS[a.set]
+    for key in ("runs", "lengths", "samples", "buckets", "out"):
+        if getattr(a, key) is None:
+            setattr(a, key, preset[key])
+    L, m, F = preset["shape"]
+    a.window = (m + 1) * L
+    shape = ["--block-size", str(L), "--mem-segments", str(m), "--fam-length", str(F)]
+    fam_recipe, bswa_recipe = preset["recipes"]
+    fam_label = a.fam_label or fam_recipe
     runs = Path(a.runs)
     (runs / "logs").mkdir(parents=True, exist_ok=True)
     conv = runs / "converted"
     fam_dir = Path(a.fam or runs / "fam" / "final")
     bswa_dir = Path(a.bswa or runs / "bswa" / "final")
-    run_all([("convert", fam("convert", "smollm2", str(conv), "--mode", "fam", *SHAPE), conv / "config.json")], 1,
+    run_all([("convert", fam("convert", "smollm2", str(conv), "--mode", "fam", *shape), conv / "config.json")], 1,
             runs / "logs")
     if not a.skip_train:
-        run_all([("train-fam", fam("train", "smollm2-fam-transfer", f"out_dir={fam_dir.parent}", "progress=false"),
+        run_all([("train-fam", fam("train", fam_recipe, f"out_dir={fam_dir.parent}", "progress=false"),
                   fam_dir / "config.json"),
-                 ("train-bswa", fam("train", "smollm2-bswa-transfer", f"out_dir={bswa_dir.parent}", "progress=false"),
+                 ("train-bswa", fam("train", bswa_recipe, f"out_dir={bswa_dir.parent}", "progress=false"),
                   bswa_dir / "config.json")], a.workers, runs / "logs")
     models = {  # row name -> (folder, passkey flags, ppl mode)
         "original (full attention)": (conv, ["--attention-mode", "full"], "full"),
         "BSWA, converted": (conv, ["--attention-mode", "bswa"], "bswa"),
         "FAM, converted": (conv, [], "fam"),
-        "BSWA + smollm2-bswa-transfer": (bswa_dir, [], "bswa"),
-        "FAM + smollm2-fam-transfer": (fam_dir, [], "fam"),
-        "FAM + smollm2-fam-transfer, FAM reset every block": (fam_dir, ["--fam-reset"], "fam-reset"),
+        f"BSWA + {bswa_recipe}": (bswa_dir, [], "bswa"),
+        f"FAM + {fam_label}": (fam_dir, [], "fam"),
+        f"FAM + {fam_label}, FAM reset every block": (fam_dir, ["--fam-reset"], "fam-reset"),
     }
+    if a.skip_train and not (bswa_dir / "config.json").exists():
+        del models[f"BSWA + {bswa_recipe}"]
     jobs, where = [], {}
     for i, (name, (folder, flags, mode)) in enumerate(models.items()):
         pk, pp = runs / "eval" / f"passkey-{i}", runs / "eval" / f"ppl-{i}"
@@ -124,8 +148,8 @@ def write_outputs(results: dict, a) -> None:
     for name, r in results.items():
         ax.plot([int(n) for n in lengths], [100 * r["passkey"][n] for n in lengths], marker="o", label=name)
     ax.set(xscale="log", xlabel="filler tokens", ylabel="PassKey accuracy (%)", ylim=(-5, 105),
-           title=f"SmolLM2-135M, block 256, window 512 ({a.samples} keys per length)")
-    ax.axvline(512, color="gray", ls=":")
+           title=f"SmolLM2-135M, window {a.window} ({a.samples} keys per length)")
+    ax.axvline(a.window, color="gray", ls=":")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(str(out) + "_passkey.png", dpi=120)
@@ -134,7 +158,7 @@ def write_outputs(results: dict, a) -> None:
         ax.plot(range(len(buckets)), [100 * r["ppl"][b]["accuracy"] for b in buckets], marker="o", label=name)
     ax.set_xticks(range(len(buckets)), buckets)
     ax.set(xlabel="token position", ylabel="next-token accuracy (%)",
-           title="held-out Milton (7 texts), by position; window 512")
+           title=f"held-out Milton (7 texts), by position; window {a.window}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(str(out) + "_position.png", dpi=120)
