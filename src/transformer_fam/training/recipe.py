@@ -140,8 +140,6 @@ class Recipe:
                 raise ValueError("recipe key transfer_weight: the student must be bswa or fam (attention_mode=full "
                                  "is the teacher itself)")
         if self.data == "passkey-retrieval":
-            from .retrieval import parse_curriculum
-
             parse_curriculum(self.retrieval_curriculum)
             if self.batching != "packed" or self.rsp_prob > 0:
                 raise ValueError("recipe key data=passkey-retrieval: examples are independent; needs "
@@ -166,6 +164,18 @@ class Recipe:
         if self.preset and self.preset not in PRESETS:
             raise ValueError(f"recipe key preset={self.preset!r}: must be one of {', '.join(PRESETS)}")
         return self
+
+
+def parse_curriculum(spec: str) -> list[tuple[int, int]]:
+    """``"1:0,2:150"`` -> [(0, 1), (150, 2)]: (first step, largest distance D in blocks), sorted;
+    the first entry must start at step 0."""
+    try:
+        stages = sorted((int(s), int(d)) for d, s in (x.split(":") for x in spec.split(",") if x.strip()))
+    except ValueError:
+        raise ValueError(f"retrieval_curriculum={spec!r}: expected D:step,... (e.g. 1:0,2:150)") from None
+    if not stages or stages[0][0] != 0 or any(d < 1 or s < 0 for s, d in stages):
+        raise ValueError(f"retrieval_curriculum={spec!r}: needs a stage at step 0, distances >= 1, steps >= 0")
+    return stages
 
 
 # Flan-PaLM shapes of docs/algorithm.md §7 (SwiGLU FFN, shared 256k embeddings as in PaLM).

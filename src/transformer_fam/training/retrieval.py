@@ -29,18 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import passkey
-
-
-def parse_curriculum(spec: str) -> list[tuple[int, int]]:
-    """``"1:0,2:150"`` -> [(0, 1), (150, 2)]: (first step, largest distance D in blocks), sorted;
-    the first entry must start at step 0."""
-    try:
-        stages = sorted((int(s), int(d)) for d, s in (x.split(":") for x in spec.split(",") if x.strip()))
-    except ValueError:
-        raise ValueError(f"retrieval_curriculum={spec!r}: expected D:step,... (e.g. 1:0,2:150)") from None
-    if not stages or stages[0][0] != 0 or any(d < 1 or s < 0 for s, d in stages):
-        raise ValueError(f"retrieval_curriculum={spec!r}: needs a stage at step 0, distances >= 1, steps >= 0")
-    return stages
+from .recipe import parse_curriculum
 
 
 class RetrievalBatches:
@@ -215,12 +204,11 @@ class RetrievalSupervision:
         return sum(self.weights[k] * v for k, v in losses.items())
 
 
-def build_supervision(model, batches: RetrievalBatches, n_heads: int, read: float, write: float, probe: float,
-                      bf16: bool = False, log=None) -> RetrievalSupervision:
-    """Find the retrieval heads on 8 prompts with the question two blocks after the key (a fixed
-    draw: the same heads on every run and resume), and the supervision on them."""
-    from .setup import fam_model
-
+def build_supervision(model, head_dim: int, batches: RetrievalBatches, n_heads: int, read: float, write: float,
+                      probe: float, bf16: bool = False, log=None) -> RetrievalSupervision:
+    """Find the retrieval heads of ``model`` (peft-wrapped, heads of ``head_dim``) on 8 prompts with
+    the question two blocks after the key (a fixed draw: the same heads on every run and resume),
+    and the supervision on them."""
     rng = random.Random(f"retrieval-heads-{batches.seed}")
     n = batches.filler_for(2, rng)
     rows, span = [], None
@@ -233,5 +221,5 @@ def build_supervision(model, batches: RetrievalBatches, n_heads: int, read: floa
         log("retrieval heads (mass on the key digit, layer, head): "
             + ", ".join(f"({s:.3f}, {layer}, {h})" for s, layer, h in scored))
     heads = [(layer, h) for _, layer, h in scored]
-    return RetrievalSupervision(heads, fam_model(model).config.head_dim, batches.key_digits, batches.L,
+    return RetrievalSupervision(heads, head_dim, batches.key_digits, batches.L,
                                 batches.tokenizer, read, write, probe)

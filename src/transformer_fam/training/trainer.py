@@ -82,7 +82,8 @@ class Trainer:
         if supervised:
             from .retrieval import build_supervision
 
-            self.supervision = build_supervision(self.model, self.batches, recipe.retrieval_heads,
+            self.supervision = build_supervision(self.model, self.fam.config.head_dim, self.batches,
+                                                 recipe.retrieval_heads,
                                                  recipe.read_weight, recipe.write_weight, recipe.probe_weight,
                                                  recipe.bf16, self.log)
         if recipe.activation_checkpointing:
