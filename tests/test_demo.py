@@ -188,7 +188,9 @@ def test_quick_demo_end_to_end(tmp_path, seed):
     assert main(["eval", "passkey", "--model", str(out / "fam"), "--lengths", "0", "--samples", "20",
                  "--seed", "1000", "--out", str(tmp_path / "ev")]) == 0
     again = json.loads((tmp_path / "ev" / "passkey.json").read_text())
-    assert again["accuracy"]["0"] == pytest.approx(fam["0"])
+    # the same 20 prompts through a streamed path: equal up to one borderline prompt, whose argmax
+    # can flip with the float rounding of the two paths (seen on an AVX2-only EPYC, seed 1: 1.0 vs 0.95)
+    assert abs(again["accuracy"]["0"] - fam["0"]) <= 1 / 20 + 1e-9
 
 
 def test_recipe_fam_max_rms_reaches_the_fam_config_and_bounds_a_stream():
