@@ -43,7 +43,8 @@ from transformer_fam.data.passkey import _build, passkey_spans, random_key
 from transformer_fam.experiments.passkey_demo import ReadRecorder, UpdateRecorder, write_loss
 from transformer_fam.hf.lora import apply_lora, read_gates, save_lora
 from transformer_fam.training.setup import fam_model
-from transformer_fam.training.retrieval import ValueProbe, head_read_loss, retrieval_heads as find_heads
+from transformer_fam.training.retrieval import (RetrievalBatches, ValueProbe, head_read_loss,
+                                                retrieval_heads as find_heads)
 from transformer_fam.training.transfer import teacher_hidden_states, teacher_view, transfer_loss
 
 
@@ -106,18 +107,17 @@ def parse():
 
 
 class Data:
+    """The benchmark's batches: the geometry of transformer_fam.training.retrieval.RetrievalBatches
+    (the question d blocks after the key) drawn from one running RNG, so that the commands in
+    docs/smollm2_memory.md keep drawing the batches they drew (``fam train`` draws per step)."""
+
     def __init__(self, tok, L, seed, straddle: bool = False):
         self.tok, self.L, self.rng, self.straddle = tok, L, random.Random(seed), straddle
-        ids, spans = _build(0, 12345, 0.0, tok)
-        a0, a1 = spans["answer"]
-        self.head = len(ids) - (a1 - a0) - len(tok.encode(" What is the pass key? The pass key is",
-                                                          add_special_tokens=False))
-        self.qa = len(ids) - self.head
+        self.geometry = RetrievalBatches(tok, L, 1, seed, "1:0", straddle=straddle)
+        self.head, self.qa = self.geometry.head, self.geometry.qa
 
     def filler_for(self, d: int) -> int:
-        L = self.L
-        lo, hi = max(0, d * L - self.head - (self.qa if self.straddle and d else 0)), (d + 1) * L - self.head - self.qa
-        return self.rng.randint(lo, max(lo, hi))
+        return self.geometry.filler_for(d, self.rng)
 
     def batch(self, B, D, p_in, depth_mix, d_min: int = 1):
         d = 0 if self.rng.random() < p_in else self.rng.randint(min(d_min, D), D)
