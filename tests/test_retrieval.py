@@ -145,3 +145,109 @@ def test_resume_with_the_probe_is_exact(tmp_path):
 def test_supervision_needs_its_setting(tmp_path, changes, needs):
     with pytest.raises(ValueError, match=f"read_weight=1.0: needs {needs}"):
         recipe_from_dict({**_values(tmp_path), **changes})
+
+
+def test_boundary_fillers_put_the_answer_at_a_block_start():
+    """retrieval_p_boundary: the answer starts from (answer_len - 1) tokens before to 11 after the
+    start of block d, the question ending in block d - 1 or d; p_boundary=0 keeps earlier batches."""
+    plain = _batches()
+    data = RetrievalBatches(passkey_tokenizer(), L, 3, 0, "1:0,3:4", p_inwindow=0.2, p_boundary=1.0)
+    offsets = set()
+    for index in range(60):
+        ids, (a0, a1), d = data.draw(index)
+        if d == 0:
+            assert torch.equal(ids, plain.draw(index)[0])  # in-window batches are untouched
+            continue
+        offset = a0 - d * L
+        assert -(a1 - a0) < offset <= 11, (index, d, a0)
+        offsets.add(offset)
+    assert min(offsets) < 0 <= max(offsets) and len(offsets) > 8  # across and just after the boundary
+    assert torch.equal(_batches().draw(9)[0], RetrievalBatches(passkey_tokenizer(), L, 3, 0, "1:0,3:4",
+                                                              p_inwindow=0.2, p_boundary=0.0).draw(9)[0])
+
+
+def test_supervision_skips_queries_in_the_key_block(tmp_path):
+    """The read supervision targets FAM slot j only for queries in a block after the key's: in the
+    key's own block the FAM is the initial one (it has not seen the key)."""
+    from transformer_fam.training.trainer import Trainer
+
+    trainer = Trainer(recipe_from_dict(_values(tmp_path)))
+    sup = trainer.supervision
+    inside = next(i for i in range(50) if trainer.batches.draw(i)[2] == 0)
+    ids, answer, _ = trainer.batches.draw(inside)
+    with torch.no_grad(), sup.record() as (reader, writer):
+        trainer.model(input_ids=ids)
+        got = sup.losses(reader, writer, ids, answer)
+    assert "read" not in got and "probe" not in got and "write" in got
+
+
+def test_text_mixed_batches_alternate_and_carry_full_targets(tmp_path):
+    """retrieval_text: even micro-batches are retrieval batches (supervised), odd ones text with a
+    next-token target on every token; the logged loss of a step is the mean of the two batches'
+    losses, recomputed here, and the text batches get no supervision."""
+    from transformer_fam.core.model import next_token_loss
+    from transformer_fam.training.retrieval import TextMixedBatches
+    from transformer_fam.training.trainer import Trainer
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    values = _values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, max_steps=1,
+                     retrieval_p_inwindow=0.0)
+    trainer = Trainer(recipe_from_dict(values))
+    batches = trainer.batches
+    assert isinstance(batches, TextMixedBatches)
+    assert [batches.is_retrieval(i) for i in range(4)] == [True, False, True, False]
+    text_in, text_tg = batches.batch(1)
+    assert text_in.shape == (2, 40) and bool((text_tg != -100).all()) and torch.equal(text_in[:, 1:], text_tg[:, :-1])
+    assert torch.equal(batches.batch(2)[0], batches.retrieval.batch(1)[0])  # curriculum index = retrieval batch
+    want = []
+    with torch.no_grad():
+        for index in (0, 1):
+            inputs, targets = batches.batch(index)
+            logits = trainer.model(input_ids=inputs).logits.float()
+            want.append(float(next_token_loss(logits, targets, shift=False)))
+        ids, answer, _ = batches.retrieval.draw(0)
+        with trainer.supervision.record() as (reader, writer):
+            trainer.model(input_ids=batches.batch(0)[0])
+            sup = {k: float(v) for k, v in trainer.supervision.losses(reader, writer, ids, answer).items()}
+    assert trainer.run() == 0
+    first = json.loads((Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(sum(want) / 2, rel=1e-4)
+    assert (first["answer_loss"], first["text_loss"]) == pytest.approx(want, rel=1e-4)
+    for k, v in sup.items():  # the retrieval batch's supervision only, averaged over the 2 micro-batches
+        assert first[k] == pytest.approx(v / 2, rel=1e-4)
+
+
+def test_init_adapter_continues_a_saved_fine_tune(tmp_path):
+    """init_adapter: the run starts from the saved adapters and FAM prompt (logits equal the saved
+    model's), and trains them on."""
+    from transformer_fam.hf.lora import save_lora
+    from transformer_fam.training.trainer import Trainer
+
+    first = Trainer(recipe_from_dict(_values(tmp_path / "a", max_steps=2)))
+    assert first.run() == 0
+    save_lora(first.model, tmp_path / "adapter")
+    values = _values(tmp_path / "b", init_adapter=str(tmp_path / "adapter"), max_steps=1)
+    second = Trainer(recipe_from_dict(values))
+    ids = second.batches.batch(3)[0]
+    with torch.no_grad():
+        assert torch.allclose(second.model(input_ids=ids).logits, first.model(input_ids=ids).logits, atol=1e-5)
+        fresh = Trainer(recipe_from_dict(_values(tmp_path / "c")))
+        assert not torch.allclose(fresh.model(input_ids=ids).logits, first.model(input_ids=ids).logits, atol=1e-3)
+    assert second.run() == 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"retrieval_text": "milton", "grad_accum": 1}, "grad_accum must be even"),
+    ({"retrieval_p_boundary": 1.5}, "retrieval_p_boundary=1.5: must be in"),
+    ({"init_adapter": "x", "finetune": "full", "read_weight": 0.0, "write_weight": 0.0, "probe_weight": 0.0},
+     "init_adapter='x': needs finetune=lora"),
+])
+def test_mix_and_adapter_keys_are_checked(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_from_dict({**_values(tmp_path), **changes})
+
+
+def test_retrieval_keys_need_retrieval_data(tmp_path):
+    with pytest.raises(ValueError, match="retrieval_text='milton': needs data=passkey-retrieval"):
+        recipe_from_dict(tiny_recipe(tmp_path, retrieval_text="milton"))

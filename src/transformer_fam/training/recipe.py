@@ -40,6 +40,8 @@ class Recipe:
     retrieval_d_min: int = 1
     retrieval_p_inwindow: float = 0.1  # share of batches with the question in the key's block (d = 0)
     retrieval_straddle: bool = False  # d >= 1: the question may start in the block before the answer's
+    retrieval_p_boundary: float = 0.0  # share of d >= 1 batches whose answer starts at block d's boundary
+    retrieval_text: str = ""  # corpora mixed in: every other micro-batch is seq_len tokens of text (grad_accum 2)
     retrieval_heads: int = 4  # how many (layer, head) pairs the read / write / probe supervision covers
     read_weight: float = 0.0  # > 0: retrieval heads read FAM slot j for digit j (an option, not the paper)
     write_weight: float = 0.0  # > 0: FAM slot j's query attends key digit j at the key block's update
@@ -55,6 +57,7 @@ class Recipe:
     finetune: str = "full"  # full / lora (pretrained only)
     lora_rank: int = 64
     lora_alpha: float = 128.0
+    init_adapter: str = ""  # finetune=lora: start from a save_lora folder (adapters + FAM prompt), not from zero
     preset: str = ""  # "" or a key of PRESETS (scratch only)
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -105,7 +108,7 @@ class Recipe:
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
         for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
-                    "fam_max_rms", "transfer_weight", "lm_weight", "retrieval_p_inwindow", "read_weight",
+                    "fam_max_rms", "transfer_weight", "lm_weight", "retrieval_p_inwindow", "retrieval_p_boundary", "read_weight",
                     "write_weight", "probe_weight"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
@@ -147,6 +150,16 @@ class Recipe:
             if not 0.0 <= self.retrieval_p_inwindow <= 1.0 or self.retrieval_d_min < 1 or self.retrieval_heads < 1:
                 raise ValueError("recipe keys retrieval_p_inwindow / retrieval_d_min / retrieval_heads: need "
                                  "0 <= p <= 1, d_min >= 1, heads >= 1")
+            if not 0.0 <= self.retrieval_p_boundary <= 1.0:
+                raise ValueError(f"recipe key retrieval_p_boundary={self.retrieval_p_boundary}: must be in [0, 1]")
+            if self.retrieval_text and self.grad_accum % 2:
+                raise ValueError(f"recipe key retrieval_text={self.retrieval_text!r}: every other micro-batch is "
+                                 f"text, so grad_accum must be even (got {self.grad_accum})")
+        else:
+            for key, off in (("retrieval_text", ""), ("retrieval_p_boundary", 0.0)):
+                if getattr(self, key) != off:
+                    raise ValueError(f"recipe key {key}={getattr(self, key)!r}: needs data=passkey-retrieval "
+                                     f"(got data={self.data!r})")
         for key in ("read_weight", "write_weight", "probe_weight"):
             value = getattr(self, key)
             if value < 0:
@@ -159,6 +172,9 @@ class Recipe:
                         raise ValueError(f"recipe key {key}={value}: needs {need}={want} (got {getattr(self, need)!r})")
         if self.init == "pretrained" and not self.base_model:
             raise ValueError("recipe key base_model: required with init=pretrained")
+        if self.init_adapter and self.finetune != "lora":
+            raise ValueError(f"recipe key init_adapter={self.init_adapter!r}: needs finetune=lora "
+                             f"(got {self.finetune!r})")
         if self.finetune == "lora" and self.init != "pretrained":
             raise ValueError("recipe key finetune=lora: needs init=pretrained (LoRA adapts pretrained weights)")
         if self.preset and self.preset not in PRESETS:

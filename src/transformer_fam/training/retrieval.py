@@ -38,9 +38,10 @@ class RetrievalBatches:
     mode = "packed"
 
     def __init__(self, tokenizer, block_size: int, batch_size: int, seed: int, curriculum: str,
-                 d_min: int = 1, p_inwindow: float = 0.1, straddle: bool = False):
+                 d_min: int = 1, p_inwindow: float = 0.1, straddle: bool = False, p_boundary: float = 0.0):
         self.tokenizer, self.L, self.batch_size, self.seed = tokenizer, block_size, batch_size, seed
         self.stages, self.d_min, self.p_inwindow, self.straddle = parse_curriculum(curriculum), d_min, p_inwindow, straddle
+        self.p_boundary = p_boundary
         spans = passkey.passkey_spans(0, 0.0, tokenizer)
         ids, _ = passkey.make_passkey_example(0, passkey.KEY_MIN, 0.0, tokenizer)
         question = len(passkey._encode(tokenizer, passkey.QUESTION, False))
@@ -48,6 +49,7 @@ class RetrievalBatches:
         self.head = len(ids) - (a1 - a0) - question  # intro + key sentence
         self.qa = len(ids) - self.head  # question + answer
         self.key_digits = list(range(*spans["key_digits"]))  # the same for every filler at depth 0
+        self.question, self.answer_len = question, a1 - a0
         if self.head + self.qa > block_size:
             raise ValueError(f"block_size={block_size}: a PassKey example without filler needs "
                              f"{self.head + self.qa} tokens; use a block of at least that many")
@@ -64,12 +66,23 @@ class RetrievalBatches:
         hi = (d + 1) * L - self.head - self.qa
         return rng.randint(lo, max(lo, hi))
 
+    def boundary_filler_for(self, d: int, rng: random.Random) -> int:
+        """A filler that puts the answer's start within ``answer_len`` tokens before, or 12 tokens
+        after, the start of block d (d >= 1): the question in block d - 1, the answer's first digits
+        across or just after the boundary (the alignments a uniform filler rarely draws, and the
+        ones a model trained on it fails)."""
+        offset = rng.randint(-self.answer_len + 1, 11)
+        return max(0, d * self.L + offset - self.head - self.question)
+
     def draw(self, index: int) -> tuple[torch.Tensor, tuple[int, int], int]:
         """(token ids (B, T), answer span, d) of batch ``index``."""
         rng = random.Random(f"retrieval-{self.seed}-{index}")
         D = self.distance_bound(index)
         d = 0 if rng.random() < self.p_inwindow else rng.randint(min(self.d_min, D), D)
+        # the boundary draw comes after the filler's, so p_boundary=0 keeps the batches of earlier runs
         n = self.filler_for(d, rng)
+        if self.p_boundary and d >= 1 and rng.random() < self.p_boundary:
+            n = self.boundary_filler_for(d, rng)
         rows, span = [], None
         for _ in range(self.batch_size):
             ids, span = passkey.make_passkey_example(n, passkey.random_key(rng), 0.0, self.tokenizer)
@@ -81,6 +94,42 @@ class RetrievalBatches:
         targets = torch.full((seq.shape[0], seq.shape[1] - 1), -100, dtype=torch.long)
         targets[:, a0 - 1: a1 - 1] = seq[:, a0:a1]
         return seq[:, :-1], targets
+
+
+class TextMixedBatches:
+    """PassKey retrieval with real text mixed in (recipe key ``retrieval_text``): even batch indices
+    are retrieval batches, odd ones ``text``'s batches (next-token loss on every token), so that a
+    fine-tune that teaches the memory keeps the model's language; ``grad_accum: 2`` puts one of each
+    in every optimiser step. The retrieval curriculum counts retrieval batches (= steps there)."""
+
+    mode = "packed"
+
+    def __init__(self, retrieval: RetrievalBatches, text):
+        self.retrieval, self.text = retrieval, text
+
+    def starts_stream(self, index: int) -> bool:
+        return True
+
+    def is_retrieval(self, index: int) -> bool:
+        return index % 2 == 0
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.retrieval if self.is_retrieval(index) else self.text
+        return source.batch(index // 2)
+
+
+def retrieval_batches(recipe, tokenizer):
+    """The batcher of ``data: passkey-retrieval`` (with ``retrieval_text``: TextMixedBatches)."""
+    batches = RetrievalBatches(tokenizer, recipe.block_size, recipe.batch_size, recipe.seed,
+                               recipe.retrieval_curriculum, recipe.retrieval_d_min, recipe.retrieval_p_inwindow,
+                               recipe.retrieval_straddle, recipe.retrieval_p_boundary)
+    if not recipe.retrieval_text:
+        return batches
+    from ..data.batching import make_batches
+
+    text = make_batches(recipe.retrieval_text, tokenizer, "packed", recipe.seq_len, recipe.batch_size,
+                        recipe.seed, recipe.text_field)
+    return TextMixedBatches(batches, text)
 
 
 def digit_ids(tokenizer) -> torch.Tensor:
@@ -147,13 +196,16 @@ class ValueProbe(torch.nn.Module):
     def loss(self, calls: list[dict], digits: torch.Tensor, queries: list[int]) -> torch.Tensor:
         """``digits`` (B, n) the key's digit values; ``queries[j]`` the position predicting digit j."""
         total = 0.0
+        n = 0
         for lin, (layer, h) in zip(self.lin, self.heads):
             call = calls[layer]
             fv, L = call["fam_v"], call["plan"].block_size
             hk = h // (call["q"].shape[1] // fv.shape[1])
             for j, t in enumerate(queries):
-                total = total + F.cross_entropy(lin(self.norm(fv[:, hk, t // L, j].float())), digits[:, j])
-        return total / (len(queries) * len(self.heads))
+                if t < 0:  # a query in the key's own block: its FAM has not seen the key
+                    continue
+                total, n = total + F.cross_entropy(lin(self.norm(fv[:, hk, t // L, j].float())), digits[:, j]), n + 1
+        return total / max(n, 1)
 
 
 def head_read_loss(calls: list[dict], heads: list[tuple[int, int]], queries: list[int]) -> torch.Tensor:
@@ -188,14 +240,17 @@ class RetrievalSupervision:
         cut off: its position is then T)."""
         from ..experiments.passkey_demo import write_loss
 
-        n = len(self.key_digits)
-        queries = [answer[1] - n + j - 1 for j in range(n)]
+        n, L = len(self.key_digits), self.block_size
+        key_block = self.key_digits[-1] // L
+        # the query predicting digit j reads FAM slot j only in a block after the key's: inside the
+        # key's block the FAM is the initial one and the key is in the local window (-1: skipped)
+        queries = [t if t // L > key_block else -1 for t in (answer[1] - n + j - 1 for j in range(n))]
         out = {}
-        if self.weights["read"] > 0:
+        if self.weights["read"] > 0 and max(queries) >= 0:
             out["read"] = head_read_loss(reader.calls, self.heads, queries)
         if self.weights["write"] > 0:
             out["write"] = write_loss(writer, self.key_digits, self.block_size, self.heads)
-        if self.probe is not None:
+        if self.probe is not None and max(queries) >= 0:
             digits = self.digit_table.to(ids.device)[ids[:, self.key_digits]]
             out["probe"] = self.probe.loss(reader.calls, digits, queries)
         return out

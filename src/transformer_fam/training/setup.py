@@ -143,6 +143,10 @@ def build_model(recipe: Recipe, tokenizer):
             from ..hf.lora import apply_lora
         except ImportError as err:
             raise ValueError(f"recipe key finetune=lora: the LoRA module is unavailable ({err})") from None
+        if recipe.init_adapter:  # continue a saved fine-tune (its own rank / alpha / targets)
+            from ..hf.lora import load_lora
+
+            return load_lora(model, recipe.init_adapter, is_trainable=True)
         model = apply_lora(model, rank=recipe.lora_rank, alpha=recipe.lora_alpha or None)
     return model
 

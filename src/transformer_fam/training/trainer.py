@@ -67,11 +67,9 @@ class Trainer:
         seed_everything(recipe.seed)
         self.tokenizer = build_tokenizer(recipe)
         if recipe.data == "passkey-retrieval":
-            from .retrieval import RetrievalBatches
+            from .retrieval import retrieval_batches
 
-            self.batches = RetrievalBatches(self.tokenizer, recipe.block_size, recipe.batch_size, recipe.seed,
-                                            recipe.retrieval_curriculum, recipe.retrieval_d_min,
-                                            recipe.retrieval_p_inwindow, recipe.retrieval_straddle)
+            self.batches = retrieval_batches(recipe, self.tokenizer)
         else:
             self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
                                         recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
@@ -82,7 +80,8 @@ class Trainer:
         if supervised:
             from .retrieval import build_supervision
 
-            self.supervision = build_supervision(self.model, self.fam.config.head_dim, self.batches,
+            self.supervision = build_supervision(self.model, self.fam.config.head_dim,
+                                                 getattr(self.batches, "retrieval", self.batches),
                                                  recipe.retrieval_heads,
                                                  recipe.read_weight, recipe.write_weight, recipe.probe_weight,
                                                  recipe.bf16, self.log)
@@ -206,20 +205,24 @@ class Trainer:
         keep_state = document or self.rsp.active  # someone reads the cache after this step
         no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
         kw, answer = {}, None
-        if r.data == "passkey-retrieval":  # logits of the answer's positions only (the targets' columns)
+        retrieval = r.data == "passkey-retrieval" and getattr(self.batches, "is_retrieval", lambda i: True)(index)
+        if retrieval:  # logits of the answer's positions only (the targets' columns)
             first = int((targets != -100).any(0).nonzero()[0])  # = answer start - 1 (targets: next tokens)
             answer = (first + 1, first + 1 + int((targets[0] != -100).sum()))
             kw["logits_to_keep"] = inputs.shape[1] - first
             targets = targets[:, first:]
-        sup = self.supervision
+        sup = self.supervision if retrieval else None  # text batches (retrieval_text): next-token loss only
         with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16), \
-                    torch.set_grad_enabled(r.lm_weight > 0 or sup is not None), \
+                    torch.set_grad_enabled(r.lm_weight > 0 or self.supervision is not None), \
                     (sup.record() if sup is not None else contextlib.nullcontext((None, None))) as (reader, writer):
                 out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state, **kw)
             logits = out.logits.float()
             loss_sum = next_token_loss(logits, targets, shift=False, reduction="sum")  # targets: next tokens
             share = loss_sum / max(n_targets, 1) / r.grad_accum
+            if hasattr(self.batches, "is_retrieval"):  # retrieval_text: each kind's loss, logged apart
+                kind = "answer_loss" if retrieval else "text_loss"
+                self._supervised[kind] = self._supervised.get(kind, 0.0) + float(share.detach()) * 2
             total = r.lm_weight * share if r.lm_weight > 0 else 0.0
             if sup is not None:
                 parts = sup.losses(reader, writer, inputs, answer)
@@ -259,6 +262,9 @@ class Trainer:
                "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
         if r.transfer_weight > 0:
             rec["transfer"] = self._transfer
+        for kind in ("answer_loss", "text_loss"):  # shares of this process's rows: summed like the loss
+            if kind in self._supervised:
+                self._supervised[kind] = self.dist.sum(self._supervised[kind])
         rec.update(self._supervised)
         return rec
 
