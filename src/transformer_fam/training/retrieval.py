@@ -57,6 +57,14 @@ class RetrievalBatches:
     def starts_stream(self, index: int) -> bool:
         return True
 
+    @property
+    def retrieval(self) -> "RetrievalBatches":
+        """The retrieval batches themselves (TextMixedBatches has the same attribute)."""
+        return self
+
+    def is_retrieval(self, index: int) -> bool:
+        return True
+
     def distance_bound(self, index: int) -> int:
         return [d for s, d in self.stages if s <= index][-1]
 
@@ -67,10 +75,10 @@ class RetrievalBatches:
         return rng.randint(lo, max(lo, hi))
 
     def boundary_filler_for(self, d: int, rng: random.Random) -> int:
-        """A filler that puts the answer's start within ``answer_len`` tokens before, or 12 tokens
-        after, the start of block d (d >= 1): the question in block d - 1, the answer's first digits
-        across or just after the boundary (the alignments a uniform filler rarely draws, and the
-        ones a model trained on it fails)."""
+        """A filler that puts the answer's start from ``answer_len - 1`` tokens before to 11 tokens
+        after the start of block d (d >= 1): the answer straddles the boundary, or its first digits
+        sit in the first tokens of block d with (most of) the question in block d - 1. A uniform
+        filler rarely draws these alignments, and a model trained on it fails them (R4)."""
         offset = rng.randint(-self.answer_len + 1, 11)
         return max(0, d * self.L + offset - self.head - self.question)
 

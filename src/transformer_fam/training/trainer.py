@@ -81,7 +81,7 @@ class Trainer:
             from .retrieval import build_supervision
 
             self.supervision = build_supervision(self.model, self.fam.config.head_dim,
-                                                 getattr(self.batches, "retrieval", self.batches),
+                                                 self.batches.retrieval,
                                                  recipe.retrieval_heads,
                                                  recipe.read_weight, recipe.write_weight, recipe.probe_weight,
                                                  recipe.bf16, self.log)
@@ -95,7 +95,7 @@ class Trainer:
         self.step = 0
         self.cache = None  # document-continuous: the FamCache carried across steps
         self._transfer = 0.0  # this optimiser step's attention-transfer loss (transfer_weight > 0)
-        self._supervised: dict[str, float] = {}  # this optimiser step's read / write / probe losses
+        self._supervised: dict[str, float] = {}  # this step's read / write / probe (and answer / text) losses
         fam_mode = self.fam.config.attention_mode == "fam"
         self.rsp = RandomStatePassing(recipe.rsp_prob if fam_mode else 0.0)
         self.stop_requested = False
@@ -205,7 +205,7 @@ class Trainer:
         keep_state = document or self.rsp.active  # someone reads the cache after this step
         no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
         kw, answer = {}, None
-        retrieval = r.data == "passkey-retrieval" and getattr(self.batches, "is_retrieval", lambda i: True)(index)
+        retrieval = r.data == "passkey-retrieval" and self.batches.is_retrieval(index)
         if retrieval:  # logits of the answer's positions only (the targets' columns)
             first = int((targets != -100).any(0).nonzero()[0])  # = answer start - 1 (targets: next tokens)
             answer = (first + 1, first + 1 + int((targets[0] != -100).sum()))
@@ -220,7 +220,7 @@ class Trainer:
             logits = out.logits.float()
             loss_sum = next_token_loss(logits, targets, shift=False, reduction="sum")  # targets: next tokens
             share = loss_sum / max(n_targets, 1) / r.grad_accum
-            if hasattr(self.batches, "is_retrieval"):  # retrieval_text: each kind's loss, logged apart
+            if r.retrieval_text:  # each kind's mean loss, logged apart: half of the micro-batches are of each kind
                 kind = "answer_loss" if retrieval else "text_loss"
                 self._supervised[kind] = self._supervised.get(kind, 0.0) + float(share.detach()) * 2
             total = r.lm_weight * share if r.lm_weight > 0 else 0.0
