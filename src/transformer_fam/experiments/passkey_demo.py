@@ -4,7 +4,7 @@ evaluate both far beyond the training length, and show that only FAM keeps the k
     fam demo --out runs/demo        # the any-length recipe, ~9 minutes on a 2-core CPU; passkey.json/png, fam/, bswa/
     fam demo --seeds 0,1,2          # three seeds, minimum and median (the README's table)
     fam demo --recipe aligned       # whole-block fillers, FAM m = 0 (the paper's PassKey setup)
-    fam demo --quick                # the block-aligned recipe, <= 800 curriculum steps, fillers <= 48
+    fam demo --quick                # the block-aligned recipe + write supervision, <= 800 steps, fillers <= 48
     fam demo --fam-only --seed 1 --threads 1 --set drift_weight=0   # FAM only, one recipe field changed
     fam demo --fam-max-rms 640 --fam-only --out runs/demo-cap   # FAM only, its RMS capped (not the paper)
 
