@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import hf_tiny, tiny_recipe
+from transformer_fam.core.model import FamForCausalLM
 from transformer_fam.data.passkey import passkey_tokenizer
 from transformer_fam.training.recipe import recipe_from_dict
 from transformer_fam.training.retrieval import RetrievalBatches, parse_curriculum, retrieval_heads
@@ -219,19 +220,22 @@ def test_text_mixed_batches_alternate_and_carry_full_targets(tmp_path):
 
 
 def test_init_adapter_continues_a_saved_fine_tune(tmp_path):
-    """init_adapter: the run starts from the saved adapters and FAM prompt (logits equal the saved
-    model's), and trains them on."""
-    from transformer_fam.hf.lora import save_lora
+    """init_adapter: the run starts from the adapters and FAM prompt a LoRA run saved in
+    OUT/final/adapter (logits equal the saved model's), and trains them on."""
     from transformer_fam.training.trainer import Trainer
 
     first = Trainer(recipe_from_dict(_values(tmp_path / "a", max_steps=2)))
     assert first.run() == 0
-    save_lora(first.model, tmp_path / "adapter")
-    values = _values(tmp_path / "b", init_adapter=str(tmp_path / "adapter"), max_steps=1)
+    adapter = tmp_path / "a" / "run" / "final" / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "fam_prompt.safetensors"]
+    values = _values(tmp_path / "b", init_adapter=str(adapter), max_steps=1)
     second = Trainer(recipe_from_dict(values))
     ids = second.batches.batch(3)[0]
     with torch.no_grad():
         assert torch.allclose(second.model(input_ids=ids).logits, first.model(input_ids=ids).logits, atol=1e-5)
+        merged = FamForCausalLM.from_pretrained(adapter.parent).eval()  # the final folder: the same model, merged
+        assert torch.allclose(merged(input_ids=ids).logits, second.model(input_ids=ids).logits, atol=1e-4)
         fresh = Trainer(recipe_from_dict(_values(tmp_path / "c")))
         assert not torch.allclose(fresh.model(input_ids=ids).logits, first.model(input_ids=ids).logits, atol=1e-3)
     assert second.run() == 0

@@ -10,7 +10,7 @@ its rows; the loss of a micro-batch is the sum over its target tokens divided by
 number of target tokens, so DDP's gradient average gives exactly the one-process gradient.
 In document-continuous batching the FamCache is carried (detached) from step to step.
 Writes OUT/metrics.jsonl (one line per optimiser step), OUT/checkpoints/ (checkpoint.py) and
-OUT/final/ (save_pretrained + tokenizer; LoRA merged).
+OUT/final/ (save_pretrained + tokenizer; LoRA merged, and the adapters alone in OUT/final/adapter).
 """
 
 from __future__ import annotations
@@ -351,7 +351,8 @@ class Trainer:
         return 0
 
     def save_final(self) -> Path:
-        """OUT/final: a model folder (LoRA merged) with its tokenizer, for from_pretrained / fam generate."""
+        """OUT/final: a model folder (LoRA merged) with its tokenizer, for from_pretrained / fam generate;
+        with LoRA also OUT/final/adapter (``save_lora``: the adapters and the FAM prompt)."""
         final = self.out / "final"
         states = self._model_state()
         if not self.dist.main:
@@ -362,14 +363,15 @@ class Trainer:
             model = build_model(self.recipe, self.tokenizer)
             model.load_state_dict(states["model"])
         model = copy.deepcopy(model).cpu().eval()
+        tmp = final.with_name("final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
         if hasattr(model, "merge_and_unload"):
-            from ..hf.lora import merge_lora
+            from ..hf.lora import merge_lora, save_lora
 
+            save_lora(model, tmp / "adapter")  # the small shareable part: init_adapter / load_lora take it
             model = merge_lora(model)
         model = fam_model(model)
         set_activation_checkpointing(model, False)
-        tmp = final.with_name("final.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
