@@ -227,8 +227,8 @@ def test_init_adapter_continues_a_saved_fine_tune(tmp_path):
     first = Trainer(recipe_from_dict(_values(tmp_path / "a", max_steps=2)))
     assert first.run() == 0
     adapter = tmp_path / "a" / "run" / "final" / "adapter"
-    assert sorted(p.name for p in adapter.iterdir()) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "fam_prompt.safetensors"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "fam_prompt.safetensors"} <= {
+        p.name for p in adapter.iterdir()}
     values = _values(tmp_path / "b", init_adapter=str(adapter), max_steps=1)
     second = Trainer(recipe_from_dict(values))
     ids = second.batches.batch(3)[0]
