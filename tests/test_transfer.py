@@ -12,7 +12,7 @@ from transformer_fam import from_hf
 from transformer_fam.hf.lora import apply_lora
 from transformer_fam.training.recipe import recipe_from_dict
 from transformer_fam.training.setup import fam_model
-from transformer_fam.training.transfer import teacher_hidden_states, transfer_loss
+from transformer_fam.training.transfer import distill_loss, teacher_hidden_states, teacher_logits, transfer_loss
 
 
 def _student(mode, L=8, m=0, seed=0):
@@ -101,5 +101,70 @@ def test_trainer_logs_the_transfer_loss_of_its_first_batch(tmp_path):
     ({"transfer_weight": -1.0}, "transfer_weight=-1.0"),
 ])
 def test_transfer_recipe_errors_name_the_key(changes, key):
+    with pytest.raises(ValueError, match=key):
+        recipe_from_dict(changes)
+
+
+# ---------------------------------------------------------------------------------------------- self-distillation
+def test_distill_loss_is_the_kl_divergence_of_torch():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 7, 11, generator=g), torch.randn(2, 7, 11, generator=g) * 2
+    ref = torch.nn.functional.kl_div(torch.log_softmax(student[:, 3:], -1), torch.log_softmax(teacher[:, 3:], -1),
+                                     log_target=True, reduction="none").sum(-1)
+    torch.testing.assert_close(distill_loss(student, teacher, start=3), ref.mean())
+    torch.testing.assert_close(distill_loss(student, teacher, start=3, reduction="sum"), ref.sum())
+    assert distill_loss(teacher, teacher).abs().item() < 1e-6
+
+
+def test_teacher_logits_are_the_original_checkpoints():
+    hf, peft = _student("fam")
+    ids = hf_ids(2, 40)
+    with torch.no_grad():
+        ref = hf(ids).logits
+    torch.testing.assert_close(teacher_logits(peft, ids), ref, atol=1e-4, rtol=0)
+    _, wide = _student("bswa", L=8, m=5)  # sees the whole sequence: with zero adapters it is its own teacher
+    with torch.no_grad():
+        for name, p in wide.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+        assert distill_loss(wide(input_ids=ids).logits, teacher_logits(wide, ids)).item() < 1e-6
+    _, narrow = _student("fam", L=8, m=0)  # beyond its 8-token window the FAM must carry what the teacher sees
+    student = narrow(input_ids=ids).logits
+    teacher = teacher_logits(narrow, ids)
+    assert distill_loss(student, teacher, start=8).item() > 1e-3
+    distill_loss(student, teacher).backward()
+    assert fam_model(narrow).fam_prompt.grad.abs().sum() > 0
+
+
+def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    base = _base_checkpoint(tmp_path)
+    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
+                         tokenizer="auto", max_steps=2, save_every=2, distill_weight=1.0, distill_from=4,
+                         lm_weight=0.0, attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    trainer = Trainer(recipe_from_dict(values))
+    inputs, _ = trainer.batches.batch(0)
+    with torch.no_grad():
+        want = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
+    assert trainer.run() == 0
+    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["distill"] == pytest.approx(want, rel=1e-4)
+    with torch.no_grad():  # the only loss: two AdamW steps lowered it
+        after = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
+    assert after < want
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"distill_weight": 1.0}, "finetune=lora"),
+    ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora",
+      "attention_mode": "full"}, "student must be bswa or fam"),
+    ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora", "seq_len": 64,
+      "distill_from": 64}, "distill_from=64"),
+    ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora",
+      "data": "passkey-retrieval", "grad_accum": 2}, "set retrieval_text"),
+    ({"distill_weight": -0.5}, "distill_weight=-0.5"),
+])
+def test_distill_recipe_errors_name_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
         recipe_from_dict(changes)

@@ -77,6 +77,8 @@ class Recipe:
     fam_center: bool = False  # option, not the paper: FAM readers see it minus its mean over the F vectors
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
+    distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
+    distill_from: int = 0  # the first position of each sequence that the KL covers (e.g. the window: beyond it only)
     lm_weight: float = 1.0  # weight of the next-token loss (0 with transfer_weight > 0: transfer alone; the loss
     #                         is then still computed, without gradients, for the log: one forward per step)
     # optimisation
@@ -128,20 +130,28 @@ class Recipe:
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
-        for key in ("transfer_weight", "lm_weight"):
+        for key in ("transfer_weight", "lm_weight", "distill_weight", "distill_from"):
             if getattr(self, key) < 0:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 0")
-        if self.transfer_weight == 0 and self.lm_weight == 0:
-            raise ValueError("recipe key lm_weight=0: nothing to train without transfer_weight > 0")
-        if self.transfer_weight > 0:
+        if self.transfer_weight == 0 and self.distill_weight == 0 and self.lm_weight == 0:
+            raise ValueError("recipe key lm_weight=0: nothing to train without transfer_weight > 0 or "
+                             "distill_weight > 0")
+        for option in ("transfer_weight", "distill_weight"):
+            if getattr(self, option) == 0:
+                continue
             needs = {"finetune": "lora", "batching": "packed", "rsp_prob": 0.0}  # the teacher: adapters off, one sequence
             for key, value in needs.items():
                 if getattr(self, key) != value:
-                    raise ValueError(f"recipe key transfer_weight={self.transfer_weight}: needs {key}={value} "
+                    raise ValueError(f"recipe key {option}={getattr(self, option)}: needs {key}={value} "
                                      f"(got {getattr(self, key)!r})")
             if self.attention_mode == "full":
-                raise ValueError("recipe key transfer_weight: the student must be bswa or fam (attention_mode=full "
+                raise ValueError(f"recipe key {option}: the student must be bswa or fam (attention_mode=full "
                                  "is the teacher itself)")
+        if self.distill_weight > 0 and self.distill_from >= self.seq_len:
+            raise ValueError(f"recipe key distill_from={self.distill_from}: must be < seq_len={self.seq_len}")
+        if self.distill_weight > 0 and self.data == "passkey-retrieval" and not self.retrieval_text:
+            raise ValueError("recipe key distill_weight: with data=passkey-retrieval it acts on the text "
+                             "micro-batches; set retrieval_text (e.g. retrieval_text=shakespeare)")
         if self.data == "passkey-retrieval":
             parse_curriculum(self.retrieval_curriculum)
             if self.batching != "packed" or self.rsp_prob > 0:

@@ -35,7 +35,7 @@ from .recipe import Recipe, recipe_to_dict
 from .setup import (Dist, build_model, build_optimizer, build_tokenizer, fam_model, lr_factor,
                     seed_everything, set_activation_checkpointing)
 from .techniques import RandomStatePassing, start_cache
-from .transfer import teacher_hidden_states, transfer_loss
+from .transfer import distill_loss, teacher_hidden_states, teacher_logits, transfer_loss
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -95,6 +95,7 @@ class Trainer:
         self.step = 0
         self.cache = None  # document-continuous: the FamCache carried across steps
         self._transfer = 0.0  # this optimiser step's attention-transfer loss (transfer_weight > 0)
+        self._distill: list[float] = []  # this step's KL per text micro-batch (distill_weight > 0)
         self._supervised: dict[str, float] = {}  # this step's read / write / probe (and answer / text) losses
         fam_mode = self.fam.config.attention_mode == "fam"
         self.rsp = RandomStatePassing(recipe.rsp_prob if fam_mode else 0.0)
@@ -214,7 +215,7 @@ class Trainer:
         sup = self.supervision if retrieval else None  # text batches (retrieval_text): next-token loss only
         with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16), \
-                    torch.set_grad_enabled(r.lm_weight > 0 or self.supervision is not None), \
+                    torch.set_grad_enabled(r.lm_weight > 0 or r.distill_weight > 0 or self.supervision is not None), \
                     (sup.record() if sup is not None else contextlib.nullcontext((None, None))) as (reader, writer):
                 out = self.wrapped(input_ids=inputs, past_key_values=self.cache, use_cache=keep_state, **kw)
             logits = out.logits.float()
@@ -229,6 +230,14 @@ class Trainer:
                 for k, v in parts.items():
                     self._supervised[k] = self._supervised.get(k, 0.0) + float(v.detach()) / r.grad_accum
                 total = total + sup.total(parts) / r.grad_accum
+            if r.distill_weight > 0 and not retrieval:  # self-distillation on text (training/transfer.py)
+                with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                    teacher = teacher_logits(self.model, inputs)
+                # this process's KL sum over the global number of distilled positions: DDP's average is the mean
+                kl = (distill_loss(logits, teacher, r.distill_from, reduction="sum")
+                      / (r.batch_size * (inputs.shape[1] - r.distill_from)))
+                self._distill.append(float(kl.detach()))
+                total = total + r.distill_weight * kl / r.grad_accum
             if r.transfer_weight > 0:  # attention transfer (training/transfer.py): one process only
                 with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                     transfer = transfer_loss(self.fam, teacher_hidden_states(self.model, inputs))
@@ -244,7 +253,7 @@ class Trainer:
     def optimizer_step(self) -> dict:
         r = self.recipe
         t0 = time.perf_counter()
-        loss, tokens, self._transfer, self._supervised = 0.0, 0, 0.0, {}
+        loss, tokens, self._transfer, self._supervised, self._distill = 0.0, 0, 0.0, {}, []
         for micro in range(r.grad_accum):
             share, n = self.micro_step(self.step * r.grad_accum + micro, sync=micro == r.grad_accum - 1)
             loss += share
@@ -262,6 +271,8 @@ class Trainer:
                "tokens": tokens, "tokens_per_s": tokens / seconds, "step_s": seconds}
         if r.transfer_weight > 0:
             rec["transfer"] = self._transfer
+        if self._distill:  # the mean KL per distilled token over this step's text micro-batches
+            rec["distill"] = self.dist.sum(sum(self._distill) / len(self._distill))
         for kind in ("answer_loss", "text_loss"):  # shares of this process's rows: summed like the loss
             if kind in self._supervised:
                 self._supervised[kind] = self.dist.sum(self._supervised[kind])

@@ -13,6 +13,13 @@ averaged over tokens, divided by the same average of the teacher layer's own upd
 (output - input): 1.0 is an error as large as the layer's whole contribution. A converted
 BSWA SmolLM2-135M (block 128, no memory blocks) starts near 0.27 on PassKey prompts of ~700
 tokens; the untrained FAM of the paper's form near 8 (docs/smollm2_memory.md).
+
+Self-distillation (recipe key ``distill_weight``, also an option): the same teacher's next-token
+distribution, KL(teacher || student) per token, on text. It keeps a converted model's text
+abilities while it fine-tunes on retrieval: the teacher sees the whole sequence, so beyond the
+window the KL rewards what only the FAM can carry.
+
+    kl = distill_loss(student_logits, teacher_logits(model, ids), start=0)   # mean KL per token
 """
 
 from __future__ import annotations
@@ -44,6 +51,22 @@ def teacher_hidden_states(model, input_ids: torch.Tensor) -> tuple[torch.Tensor,
     with teacher_view(model):
         _, _, hidden = fam_model(model).model(input_ids, output_hidden_states=True, need_state=False)
     return tuple(hidden)
+
+
+def teacher_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """The teacher's next-token logits (B, T, V), no grad."""
+    with teacher_view(model):
+        return fam_model(model)(input_ids=input_ids, use_cache=False).logits
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, start: int = 0,
+                 reduction: str = "mean") -> torch.Tensor:
+    """KL(teacher || student) of the next-token distributions at positions ``start``..T-1, summed over
+    the vocabulary; ``reduction``: ``mean`` over those positions and rows, or their ``sum``."""
+    s = torch.log_softmax(student[:, start:].float(), -1)
+    t = torch.log_softmax(teacher[:, start:].float(), -1)
+    kl = (t.exp() * (t - s)).sum(-1)
+    return kl.mean() if reduction == "mean" else kl.sum()
 
 
 def transfer_loss(lm, hidden: tuple[torch.Tensor, ...], per_layer: bool = False):
