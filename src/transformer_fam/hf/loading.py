@@ -5,7 +5,8 @@
     model = from_hf("path/to/hf-llama-folder")          # or a .gguf file, or a loaded transformers model
 
 ``convert`` writes a FAM folder (config.json with model_type "fam", model.safetensors, tokenizer);
-``load_model`` loads a FAM folder, or "smollm2", in the dtype this machine runs fastest.
+``load_model`` loads a FAM folder, "smollm2", or a fine-tune bundled with the package
+("smollm2-fam", see ``smollm2.bundled_names``), in the dtype this machine runs fastest.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from .. import core  # noqa: F401  (registers model_type "fam" with the Auto cla
 from ..data.tokenizer import load_tokenizer
 from ..hardware import to_run_dtype
 from .convert import convert_checkpoint
-from .smollm2 import smollm2, smollm2_folder
+from .smollm2 import bundled_names, smollm2, smollm2_bundled, smollm2_folder
 
 
 def _is_smollm2(source) -> bool:
     return str(source) == "smollm2" and not Path(str(source)).exists()
+
+
+def _is_bundled(source) -> bool:
+    return str(source) in bundled_names() and not Path(str(source)).exists()
 
 
 def from_hf(model_or_path, attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3,
@@ -60,7 +65,8 @@ def convert(source, out, dtype: torch.dtype | None = None, **fam) -> Path:
 
 
 def load_model(source: str, attention_mode: str | None = None, dtype: str = "auto"):
-    """(model, tokenizer) from a model folder (``save_pretrained`` + tokenizer) or "smollm2", in eval
+    """(model, tokenizer) from a model folder (``save_pretrained`` + tokenizer), "smollm2" or a bundled
+    fine-tune ("smollm2-fam"), in eval
     mode, in ``dtype`` ("auto", "float32", "bfloat16", "float16"; see hardware.resolve_dtype: a note
     on stderr says when "auto" changed it). ``attention_mode`` reloads the weights in another mode."""
     from transformers import AutoModelForCausalLM
@@ -68,10 +74,13 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
     if _is_smollm2(source):
         model, folder = smollm2(**kwargs), smollm2_folder()
+    elif _is_bundled(source):
+        model, folder = smollm2_bundled(str(source), attention_mode), smollm2_folder()
     else:
         folder = Path(source)
         if not folder.is_dir():
-            raise FileNotFoundError(f"--model {folder}: no such folder")
+            bundled = ", ".join(["smollm2", *bundled_names()])
+            raise FileNotFoundError(f"--model {folder}: no such folder (nor a bundled model: {bundled})")
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"--model {folder}: not a model folder (no config.json); create one with "
                                     "`fam convert`")

@@ -5,11 +5,19 @@ to a full-mode FAM folder in the cache and loaded from there in any mode.
 CPU-sized example (~10 s the first time, ~2 s from the cache)::
 
     fam convert smollm2 runs/smollm2-fam --mode fam --block-size 1024 --mem-segments 3 --fam-length 64
+
+Fine-tuned FAM versions ship inside the package (``hf/bundled/<name>/``: a LoRA adapter in
+bfloat16, the learnt initial FAM, ``fam.json`` with the conversion's shape and a model card);
+``smollm2_bundled("smollm2-fam")`` converts the base, loads the adapter and merges it, so
+``fam generate / eval / serve --model smollm2-fam`` work offline::
+
+    fam eval passkey --model smollm2-fam --lengths 450,2000 --samples 20
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +30,8 @@ from ..data.tokenizer import load_tokenizer
 from .convert import check_overrides, close_read_gates, convert_checkpoint, init_fam_prompt
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+SHAPE_KEYS = ("attention_mode", "block_size", "mem_segments", "fam_length")
 
 
 def smollm2_gguf_path() -> Path:
@@ -80,4 +90,33 @@ def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: i
         with torch.no_grad():
             model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, fam_length))
     close_read_gates(model)  # absent from the cache too
+    return model.eval()
+
+
+def bundled_names() -> list[str]:
+    """The fine-tuned models that ship with the package (``--model NAME``)."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "fam.json").is_file())
+
+
+def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.dtype | None = None):
+    """A bundled fine-tune (``bundled_names()``) as a FamForCausalLM: SmolLM2-135M-Instruct converted
+    to the shape in its ``fam.json``, its LoRA adapter and FAM prompt loaded and merged (a few seconds).
+    ``attention_mode`` runs the merged weights in another mode (e.g. ``bswa``, for a side-by-side)."""
+    from .lora import load_lora, merge_lora
+
+    if name not in bundled_names():
+        raise FileNotFoundError(f"--model {name}: no bundled model of that name (bundled: "
+                                f"{', '.join(bundled_names()) or 'none'})")
+    folder = BUNDLED_DIR / name
+    meta = json.loads((folder / "fam.json").read_text())
+    base = smollm2(**{k: meta[k] for k in SHAPE_KEYS}, dtype=torch.float32)
+    model = merge_lora(load_lora(base, folder))
+    model.requires_grad_(False)
+    if attention_mode is not None:
+        model.config.attention_mode = attention_mode
+        model.config._validate()
+    if dtype is not None:
+        model = model.to(dtype)
     return model.eval()

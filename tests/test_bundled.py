@@ -1,0 +1,53 @@
+"""The fine-tuned models that ship with the package (hf/bundled/): `--model smollm2-fam` is the
+bundled LoRA adapter on SmolLM2-135M-Instruct, merged, offline; small enough to ship; and it finds
+a pass key 16x beyond its 128-token window (slow)."""
+
+import json
+
+import pytest
+import torch
+
+from transformer_fam.hf.loading import load_model
+from transformer_fam.hf.lora import load_lora
+from transformer_fam.hf.smollm2 import BUNDLED_DIR, bundled_names, smollm2
+
+FOLDER = BUNDLED_DIR / "smollm2-fam"
+
+
+def test_smollm2_fam_ships_small_and_loads_offline():
+    assert "smollm2-fam" in bundled_names()
+    assert sum(p.stat().st_size for p in FOLDER.iterdir()) <= 20 * 2**20  # issue 13: <= 20 MB
+    shape = json.loads((FOLDER / "fam.json").read_text())
+    model, tokenizer = load_model("smollm2-fam", dtype="float32")
+    for key in ("attention_mode", "block_size", "mem_segments", "fam_length"):
+        assert getattr(model.config, key) == shape[key]
+    assert tokenizer.decode(tokenizer("The pass key is 12345.")["input_ids"]) == "The pass key is 12345."
+    # the merged model computes what the unmerged adapter on a fresh conversion computes
+    base = smollm2(**{k: shape[k] for k in ("attention_mode", "block_size", "mem_segments", "fam_length")})
+    reference = load_lora(base, FOLDER)
+    ids = torch.randint(0, model.config.vocab_size, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, reference(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.99
+    # and the adapter is not a no-op: the converted model without it differs
+    plain = smollm2(**{k: shape[k] for k in ("attention_mode", "block_size", "mem_segments", "fam_length")})
+    with torch.no_grad():
+        assert (plain(input_ids=ids).logits - ours).abs().max() > 1.0
+    bswa, _ = load_model("smollm2-fam", attention_mode="bswa", dtype="float32")
+    assert bswa.config.attention_mode == "bswa"
+
+
+def test_unknown_model_names_the_bundled_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="smollm2-fam"):
+        load_model(str(tmp_path / "smollm2-famm"))
+
+
+@pytest.mark.slow
+def test_smollm2_fam_finds_a_pass_key_16x_beyond_its_window():
+    from transformer_fam.evaluation.passkey import evaluate_passkey
+
+    model, tokenizer = load_model("smollm2-fam", dtype="float32")
+    window = (model.config.mem_segments + 1) * model.config.block_size
+    acc = evaluate_passkey(model, tokenizer, [16 * window], samples=10, seed=1, progress=False)
+    assert acc[str(16 * window)] >= 0.8
