@@ -3,6 +3,7 @@ format (docs/algorithm.md §10) with whole filler sentences, greedy, the reply's
 compared with the key.
 
     python benchmarks/passkey_generate_check.py --model runs/demo/fam --sentences 0,1,3,5,10,21,42,85 --keys 10
+    python benchmarks/passkey_generate_check.py --model smollm2-fam --sentences 20,80 --keys 10 --out runs/gen-check
 
 Each prompt is written to a file and answered by the real command line
 (`fam generate --model M --prompt-file F --max-new-tokens 8`, run in this process), so the text
@@ -25,6 +26,7 @@ from pathlib import Path
 from transformer_fam.cli import main as fam_main
 from transformer_fam.data.passkey import QUESTION, passkey_text, random_key
 from transformer_fam.data.tokenizer import load_tokenizer
+from transformer_fam.hf.smollm2 import bundled_names, smollm2_folder
 
 
 def prompt_and_key(rng: random.Random, sentences: int, depth: float) -> tuple[str, int]:
@@ -40,11 +42,14 @@ def main(argv=None) -> int:
     p.add_argument("--keys", type=int, default=10, help="prompts (new keys) per count")
     p.add_argument("--depth", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=4242)
-    p.add_argument("--out", default=None, help="output folder (default: the model folder)")
+    p.add_argument("--out", default=None, help="output folder (default: the model folder; required for a bundled model)")
     a = p.parse_args(argv)
+    bundled = a.model in ("smollm2", *bundled_names()) and not Path(a.model).exists()
+    if bundled and a.out is None:
+        p.error(f"--model {a.model} is bundled with the package: give --out")
     out = Path(a.out or a.model)
     out.mkdir(parents=True, exist_ok=True)
-    tok = load_tokenizer(a.model)
+    tok = load_tokenizer(smollm2_folder() if bundled else a.model)
     rng = random.Random(a.seed)
     results = {}
     for n in (int(x) for x in a.sentences.split(",")):

@@ -109,8 +109,8 @@ def test_transfer_recipe_errors_name_the_key(changes, key):
 def test_distill_loss_is_the_kl_divergence_of_torch():
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(2, 7, 11, generator=g), torch.randn(2, 7, 11, generator=g) * 2
-    ref = torch.nn.functional.kl_div(torch.log_softmax(student[:, 3:], -1), torch.log_softmax(teacher[:, 3:], -1),
-                                     log_target=True, reduction="none").sum(-1)
+    p, q = torch.softmax(teacher[:, 3:].double(), -1), torch.softmax(student[:, 3:].double(), -1)
+    ref = (p * (p / q).log()).sum(-1).float()  # KL(p || q) from its definition
     torch.testing.assert_close(distill_loss(student, teacher, start=3), ref.mean())
     torch.testing.assert_close(distill_loss(student, teacher, start=3, reduction="sum"), ref.sum())
     assert distill_loss(teacher, teacher).abs().item() < 1e-6
@@ -164,6 +164,9 @@ def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
     ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora",
       "data": "passkey-retrieval", "grad_accum": 2}, "set retrieval_text"),
     ({"distill_weight": -0.5}, "distill_weight=-0.5"),
+    ({"distill_weight": float("nan")}, "distill_weight=nan"),
+    ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora", "lm_weight": 0.0,
+      "data": "passkey-retrieval", "grad_accum": 2, "retrieval_text": "kjv"}, "retrieval micro-batches have no loss"),
 ])
 def test_distill_recipe_errors_name_the_key(changes, key):
     with pytest.raises(ValueError, match=key):

@@ -110,7 +110,7 @@ class Recipe:
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
         for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
-                    "fam_max_rms", "transfer_weight", "lm_weight", "retrieval_p_inwindow", "retrieval_p_boundary", "read_weight",
+                    "fam_max_rms", "transfer_weight", "lm_weight", "distill_weight", "retrieval_p_inwindow", "retrieval_p_boundary", "read_weight",
                     "write_weight", "probe_weight"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
@@ -149,6 +149,10 @@ class Recipe:
                                  "is the teacher itself)")
         if self.distill_weight > 0 and self.distill_from >= self.seq_len:
             raise ValueError(f"recipe key distill_from={self.distill_from}: must be < seq_len={self.seq_len}")
+        if (self.distill_weight > 0 and self.lm_weight == 0 and self.transfer_weight == 0 and self.data == "passkey-retrieval"
+                and self.read_weight == self.write_weight == self.probe_weight == 0):
+            raise ValueError("recipe key lm_weight=0: the retrieval micro-batches have no loss (distill_weight acts on "
+                             "the text ones); keep lm_weight > 0 or set read_weight / write_weight / probe_weight")
         if self.distill_weight > 0 and self.data == "passkey-retrieval" and not self.retrieval_text:
             raise ValueError("recipe key distill_weight: with data=passkey-retrieval it acts on the text "
                              "micro-batches; set retrieval_text (e.g. retrieval_text=shakespeare)")

@@ -65,8 +65,8 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, start: int = 0,
     the vocabulary; ``reduction``: ``mean`` over those positions and rows, or their ``sum``."""
     s = torch.log_softmax(student[:, start:].float(), -1)
     t = torch.log_softmax(teacher[:, start:].float(), -1)
-    kl = (t.exp() * (t - s)).sum(-1)
-    return kl.mean() if reduction == "mean" else kl.sum()
+    kl = torch.nn.functional.kl_div(s, t, log_target=True, reduction="sum")
+    return kl / (s.shape[0] * s.shape[1]) if reduction == "mean" else kl
 
 
 def transfer_loss(lm, hidden: tuple[torch.Tensor, ...], per_layer: bool = False):
