@@ -177,3 +177,7 @@ def test_the_fam_reset_ablation_makes_every_block_read_the_initial_fam(cut):
             torch.testing.assert_close(got[:, 8 * b: 8 * b + 8], fresh.logits, atol=TOL, rtol=0)
     assert (got[:, 8:] - plain[:, 8:]).abs().max() > 1e-2  # without the ablation the FAM carries context
     torch.testing.assert_close(got[:, :8], plain[:, :8], atol=TOL, rtol=0)  # block 0 reads the initial FAM anyway
+    with torch.no_grad():  # logits_to_keep: the same last positions, without every position's logits
+        for keep in (1, 5, 11):
+            tail = ablated(ids, use_cache=False, logits_to_keep=keep).logits
+            torch.testing.assert_close(tail, got[:, -keep:], atol=TOL, rtol=0)

@@ -36,17 +36,19 @@ class FamResetEachBlock:
     def __call__(self, input_ids, past_key_values: FamCache | None = None, use_cache: bool = True,
                  logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
         L, T = self.config.block_size, input_ids.shape[1]
+        first_kept = T - logits_to_keep if 0 < logits_to_keep < T else 0  # logits of positions >= this only
         cache, pieces, pos = past_key_values, [], 0
         while pos < T:
             seen = cache.seen_tokens if cache is not None else 0
             n = min(T - pos, L - seen % L)
-            out = self.model(input_ids[:, pos: pos + n], past_key_values=cache, use_cache=True, **kwargs)
+            keep = pos + n - max(first_kept, pos)  # this piece's positions whose logits are returned
+            out = self.model(input_ids[:, pos: pos + n], past_key_values=cache, use_cache=True,
+                             logits_to_keep=max(keep, 1), **kwargs)  # not every position's: memory
             cache = out.past_key_values
             if cache.seen_tokens % L == 0:
                 self.model.model.reset_fam_(cache)
-            pieces.append(out.logits)
+            if keep > 0:
+                pieces.append(out.logits[:, -keep:])
             pos += n
         logits = torch.cat(pieces, dim=1)
-        if logits_to_keep:
-            logits = logits[:, -logits_to_keep:]
         return CausalLMOutputWithPast(logits=logits, past_key_values=cache if use_cache else None)
