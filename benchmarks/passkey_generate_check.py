@@ -26,7 +26,7 @@ from pathlib import Path
 from transformer_fam.cli import main as fam_main
 from transformer_fam.data.passkey import QUESTION, passkey_text, random_key
 from transformer_fam.data.tokenizer import load_tokenizer
-from transformer_fam.hf.smollm2 import bundled_names, smollm2_folder
+from transformer_fam.hf.loading import tokenizer_folder
 
 
 def prompt_and_key(rng: random.Random, sentences: int, depth: float) -> tuple[str, int]:
@@ -44,12 +44,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--out", default=None, help="output folder (default: the model folder; required for a bundled model)")
     a = p.parse_args(argv)
-    bundled = a.model in ("smollm2", *bundled_names()) and not Path(a.model).exists()
-    if bundled and a.out is None:
-        p.error(f"--model {a.model} is bundled with the package: give --out")
+    if a.out is None and not Path(a.model).is_dir():
+        p.error(f"--model {a.model} is not a folder (a bundled model?): give --out")
     out = Path(a.out or a.model)
     out.mkdir(parents=True, exist_ok=True)
-    tok = load_tokenizer(smollm2_folder() if bundled else a.model)
+    tok = load_tokenizer(tokenizer_folder(a.model))
     rng = random.Random(a.seed)
     results = {}
     for n in (int(x) for x in a.sentences.split(",")):

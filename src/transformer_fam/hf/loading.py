@@ -30,6 +30,11 @@ def _is_bundled(source) -> bool:
     return str(source) in bundled_names() and not Path(str(source)).exists()
 
 
+def tokenizer_folder(source) -> Path:
+    """Where ``source``'s tokenizer lives: the SmolLM2 cache for "smollm2" and the bundled fine-tunes."""
+    return smollm2_folder() if _is_smollm2(source) or _is_bundled(source) else Path(source)
+
+
 def from_hf(model_or_path, attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3,
             fam_length: int = 64, dtype: torch.dtype | None = None, **overrides):
     """Convert a Llama-family Hugging Face model into a FamForCausalLM.
@@ -73,9 +78,9 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
 
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
     if _is_smollm2(source):
-        model, folder = smollm2(**kwargs), smollm2_folder()
+        model = smollm2(**kwargs)
     elif _is_bundled(source):
-        model, folder = smollm2_bundled(str(source), attention_mode), smollm2_folder()
+        model = smollm2_bundled(str(source), attention_mode)
     else:
         folder = Path(source)
         if not folder.is_dir():
@@ -85,4 +90,4 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
             raise FileNotFoundError(f"--model {folder}: not a model folder (no config.json); create one with "
                                     "`fam convert`")
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    return to_run_dtype(model.eval(), dtype), load_tokenizer(folder)
+    return to_run_dtype(model.eval(), dtype), load_tokenizer(tokenizer_folder(source))
