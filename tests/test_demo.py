@@ -336,3 +336,35 @@ def test_read_supervision_refuses_the_read_gate_option(tok):
     ids, labels, _, span = passkey_batch(2, 37, tok, random.Random(0))
     with pytest.raises(ValueError, match="read-gate option"):
         demo.episode_forward(gated, demo.KeyProbe(gated.config), ids, labels, span, read=True)
+
+
+def test_fam_shrink_scales_the_fam_entering_the_backpropagated_tail(tok):
+    """fam_scale multiplies every layer's FAM at the start of the gradient part: the first block
+    after it reads the same (normalised) FAM, so its logits are unchanged, but the FAM updates that
+    follow start from the scaled state, so later blocks differ; a scale of 1 is exactly no shrink.
+    Checked against streaming the same prompt by hand and scaling the cache's FAM in between."""
+    from transformer_fam.core.streaming import stream
+
+    torch.manual_seed(0)
+    model = demo.make_model(replace(recipes.UNALIGNED, hidden_size=32, heads=2), "fam", 64).eval()
+    L = model.config.block_size
+    ids, labels, _, span = passkey_batch(2, 150, tok, random.Random(0))
+    cut = (span[0] // L) * L
+    g0 = (cut - 32) // L * L
+    with torch.no_grad():
+        plain = demo.episode_forward(model, None, ids, labels, span, grad_tokens=32)
+        same = demo.episode_forward(model, None, ids, labels, span, grad_tokens=32, fam_scale=1.0)
+        shrunk = demo.episode_forward(model, None, ids, labels, span, grad_tokens=32, fam_scale=0.1)
+        cache = stream(model, ids[:, :g0], 16 * L).cache
+        for st in cache.layers:
+            st.fam = st.fam * 0.1
+        ref = torch.cat([model(ids[:, g0:cut], past_key_values=cache, use_cache=True).logits,
+                         model(ids[:, cut:], past_key_values=cache, use_cache=True).logits], dim=1)
+    assert torch.equal(plain.out.logits, same.out.logits)
+    torch.testing.assert_close(shrunk.out.logits, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shrunk.out.logits[:, :L], plain.out.logits[:, :L], atol=1e-4, rtol=0)
+    assert (shrunk.out.logits[:, L:] - plain.out.logits[:, L:]).abs().max() > 1e-3
+    assert recipes.apply_overrides(recipes.UNALIGNED, ["long_fam_shrink=0.05"]).long_fam_shrink == 0.05
+    for bad in ("0", "1.5", "-1"):
+        with pytest.raises(UserError, match="long_fam_shrink"):
+            recipes.apply_overrides(recipes.UNALIGNED, [f"long_fam_shrink={bad}"])

@@ -253,16 +253,17 @@ def _batch(recipe: DemoRecipe, batch_size: int, filler: int, tokenizer, rng: ran
 
 
 def _train_step(model, probe, opt, recipe: DemoRecipe, ids, labels, span, cache: FamCache | None = None,
-                marks: Marks = Marks(), grad_tokens: int | None = None) -> tuple[float, float, object]:
+                marks: Marks = Marks(), grad_tokens: int | None = None,
+                fam_scale: float = 1.0) -> tuple[float, float, object]:
     """One optimiser step on a batch; ``cache``: a stream to continue (a carried FAM), else fresh;
-    ``grad_tokens``: truncated backpropagation (see episode_forward); ``marks``: for the drift loss
-    and the write supervision."""
+    ``grad_tokens``, ``fam_scale``: truncated backpropagation and the FAM shrink (see episode_forward);
+    ``marks``: for the drift loss and the write supervision."""
     if probe is None and grad_tokens is None:
         out = model(ids, labels=labels, past_key_values=cache, use_cache=True)
         loss = out.loss
     else:
         ep = episode_forward(model, probe, ids, labels, span, grad_tokens, marks.key_end, cache,
-                             read=recipe.read_weight > 0, write_digits=marks.digits)
+                             read=recipe.read_weight > 0, write_digits=marks.digits, fam_scale=fam_scale)
         out = ep.out
         loss = out.loss + recipe.probe_weight * ep.probe_loss
         if recipe.drift_weight > 0:
@@ -370,7 +371,8 @@ class Episode(NamedTuple):
 
 
 def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = None, key_end: int | None = None,
-                    cache: FamCache | None = None, read: bool = False, write_digits: list[int] | None = None):
+                    cache: FamCache | None = None, read: bool = False, write_digits: list[int] | None = None,
+                    fam_scale: float = 1.0):
     """One episode's forward -> Episode(out, probe loss, drift, read loss, write loss). The prefix before the last grad_tokens
     tokens ahead of the answer's block runs without gradients (streamed through the FamCache in
     16-block chunks: truncated backpropagation); None backpropagates through everything. With
@@ -378,8 +380,11 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
     kept for the drift loss (0 when not given or when that boundary is not before the answer's
     block). ``cache``: a stream to continue (a carried FAM), else fresh. ``write_digits``: the key
     digits' positions for the write supervision (``write_loss`` on the last head of every layer, over the
-    blocks that run with gradients). out.logits cover the tokens from the gradient part on; probe
-    loss is 0.0 without a probe."""
+    blocks that run with gradients). ``fam_scale``: every layer's FAM entering the gradient part (after
+    a no-grad prefix) is multiplied by it (the FAM shrink, training only: readers see the FAM through
+    RMSNorm, so the read is unchanged, but each later update then weighs 1/fam_scale times more, as
+    in a FAM that has absorbed fewer blocks). out.logits cover the tokens from the gradient part on;
+    probe loss is 0.0 without a probe."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     L = model.config.block_size
@@ -400,6 +405,9 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
         if s1 <= g0 and s1 > s0:
             cache = stream(model, ids[:, s0:s1], 16 * L, cache=cache).cache  # no autograd
         else:
+            if s0 == g0 and g0 > 0 and fam_scale != 1.0 and cache is not None and not cache.is_empty:
+                for st in cache.layers:
+                    st.fam = st.fam * fam_scale
             reading = read and s0 == cut and s1 > s0
             writing = write_digits is not None and s1 > s0 and any(s0 <= p < s1 for p in write_digits)
             with ReadRecorder() if reading else contextlib.nullcontext() as rec, \
@@ -460,8 +468,11 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
             start = (FamCache.from_fam_state(model.config, [f[torch.arange(batch) % f.shape[0]] for f in state])
                      if carried else None)
             ids, labels, span, marks = _batch(recipe, batch, filler, tokenizer, rng)
+            scale = 1.0  # the FAM shrink (long episodes only; no draw when off, so older runs are unchanged)
+            if long and recipe.long_fam_shrink < 1.0:
+                scale = math.exp(rng.uniform(math.log(recipe.long_fam_shrink), 0.0))
             loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, marks,
-                                             recipe.long_grad_tokens if long else None)
+                                             recipe.long_grad_tokens if long else None, scale)
             state = [f.detach() for f in cache.fam_state()]
             running = 0.9 * running + 0.1 * acc
             if step % 10 == 0:

@@ -54,6 +54,10 @@ class DemoRecipe:
     long_carry: float = 0.0  # probability (after the ramp) that a long-phase episode starts from the FAM its row
     #                          ended the previous step with (the new key must overwrite the old one)
     long_carry_ramp: int = 0  # long-phase steps over which that probability ramps up linearly from 0
+    long_fam_shrink: float = 1.0  # < 1: each long episode multiplies the FAM entering its backpropagated tail by s,
+    #                               log-uniform in [long_fam_shrink, 1] (training only; 1: off). The FAM's RMS grows
+    #                               with every block and readers normalise it, so each update moves it by ~1/blocks:
+    #                               a shrunk FAM drifts in the tail's few blocks as much as in many more (issue 14)
     eval_lengths: list[int] = field(default_factory=lambda: [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                              8192, 16384, 32768])
     eval_samples: int = 50
@@ -108,7 +112,10 @@ def apply_overrides(recipe: DemoRecipe, items: list[str]) -> DemoRecipe:
         except (ValueError, TypeError) as err:
             raise UserError(f"--set {item}: {err}") from err
         changes[name] = value
-    return replace(recipe, **changes)
+    out = replace(recipe, **changes)
+    if not 0.0 < out.long_fam_shrink <= 1.0:
+        raise UserError(f"--set long_fam_shrink={out.long_fam_shrink}: must be in (0, 1] (1: off)")
+    return out
 
 
 def final_multiple(recipe: DemoRecipe) -> int:
