@@ -368,3 +368,5 @@ def test_fam_shrink_scales_the_fam_entering_the_backpropagated_tail(tok):
     for bad in ("0", "1.5", "-1"):
         with pytest.raises(UserError, match="long_fam_shrink"):
             recipes.apply_overrides(recipes.UNALIGNED, [f"long_fam_shrink={bad}"])
+    with pytest.raises(ValueError, match="long_fam_shrink"):  # the recipe itself, not only --set
+        replace(recipes.UNALIGNED, long_fam_shrink=0.0)

@@ -66,6 +66,10 @@ class DemoRecipe:
     fam_center: bool = False  # FAM model's FamConfig.fam_center (option O3: readers see the FAM minus its slot mean)
     fam_mem_segments: int = 0  # FAM model's memory blocks (0: the paper's PassKey setup; BSWA always has 1)
 
+    def __post_init__(self):
+        if not 0.0 < self.long_fam_shrink <= 1.0:
+            raise ValueError(f"long_fam_shrink={self.long_fam_shrink}: must be in (0, 1] (1: off)")
+
 
 FULL = DemoRecipe()  # the block-aligned recipe (FAM m = 0, whole-block fillers): every seed leaves its plateau
 ALIGNED = FULL
@@ -112,10 +116,10 @@ def apply_overrides(recipe: DemoRecipe, items: list[str]) -> DemoRecipe:
         except (ValueError, TypeError) as err:
             raise UserError(f"--set {item}: {err}") from err
         changes[name] = value
-    out = replace(recipe, **changes)
-    if not 0.0 < out.long_fam_shrink <= 1.0:
-        raise UserError(f"--set long_fam_shrink={out.long_fam_shrink}: must be in (0, 1] (1: off)")
-    return out
+    try:
+        return replace(recipe, **changes)
+    except (ValueError, TypeError) as err:  # DemoRecipe.__post_init__
+        raise UserError(f"--set: {err}") from err
 
 
 def final_multiple(recipe: DemoRecipe) -> int:
