@@ -148,7 +148,13 @@ def reference_fam(model, ids):
             if n == L:  # a complete block updates the FAM; a partial one does not
                 af = attend(qf, torch.cat([kf, k]), torch.cat([vf, v]), torch.ones(Fl, Fl + n, dtype=torch.bool))
                 residual = torch.zeros_like(fam[i]) if first_update[i] else fam[i]
-                fam[i] = layer.out(af, residual)
+                updated = layer.out(af, residual)
+                gate = getattr(model.model.layers[i], "fam_write_gate", None)
+                if gate is not None and not first_update[i]:  # option O4 (not the paper): gated increment
+                    u = updated - fam[i]
+                    z = 2 * torch.sigmoid(u / u.pow(2).mean(-1, keepdim=True).sqrt() @ gate.weight.T + gate.bias)
+                    updated = fam[i] + z * u
+                fam[i] = updated
                 if c.fam_max_rms is not None:  # optional cap (not the paper): rescale rows above it
                     norms = fam[i].norm(dim=-1, keepdim=True) / c.hidden_size ** 0.5
                     fam[i] = torch.where(norms > c.fam_max_rms, fam[i] * c.fam_max_rms / norms, fam[i])

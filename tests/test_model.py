@@ -134,6 +134,75 @@ def test_centred_fam_ignores_what_all_slots_share():
         assert torch.allclose(plain, moved, atol=1e-4) is same
 
 
+def _gated(model, seed=0):
+    """Random nonzero write gates (option O4) on every layer of model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.fam_write_gate.weight.copy_(torch.randn(layer.fam_write_gate.weight.shape, generator=g))
+            layer.fam_write_gate.bias.copy_(torch.randn(1, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("T", [32, 29])
+def test_write_gate_equals_algorithm2_with_gated_increments(T):
+    """Option O4: with nonzero gates, the training, inference and streamed paths equal Algorithm 2
+    whose every non-first FAM increment is scaled by 2 sigmoid(w . u/rms(u) + c); with the gates at
+    their initial zeros the model is the paper's form exactly."""
+    model = _gated(tiny("fam", L=8, m=1, F=3, fam_write_gate=True))
+    ids = ids_for(model, 2, T)
+    logits = model(ids).logits
+    with torch.no_grad():
+        fast = model(ids).logits
+        streamed, _ = _stream(model, ids, [3, 11, 12, 20])
+    for b in range(2):
+        expected = reference_fam(model, ids[b])
+        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
+        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
+    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    paper = tiny("fam", L=8, m=1, F=3)
+    paper.load_state_dict(model.state_dict(), strict=False)
+    assert (paper(ids).logits - logits).abs().max() > 1e-3
+    fresh = tiny("fam", L=8, m=1, F=3, fam_write_gate=True)
+    assert all((lay.fam_write_gate.weight == 0).all() and (lay.fam_write_gate.bias == 0).all()
+               for lay in fresh.model.layers)
+    paper.load_state_dict(fresh.state_dict(), strict=False)
+    torch.testing.assert_close(fresh(ids).logits, paper(ids).logits, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_closed_write_gate_holds_the_fam_over_later_blocks():
+    """Option O4: a gate near 0 leaves the FAM as the first block wrote it (the paper's form keeps
+    moving it), and the gate's output is 2 sigmoid(.) of the normalised increment."""
+    for bias, holds in ((-40.0, True), (0.0, False)):
+        model = tiny("fam", L=8, m=0, F=3, fam_write_gate=True)
+        for layer in model.model.layers:
+            layer.fam_write_gate.bias.fill_(bias)
+        ids = ids_for(model, 1, 48)
+        first = model(ids[:, :8], use_cache=True).past_key_values.fam_state()
+        later = model(ids, use_cache=True).past_key_values.fam_state()
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, later)) is holds
+    gate = model.model.layers[0].fam_write_gate
+    gate.weight.fill_(0.5)
+    u = torch.randn(2, 3, gate.weight.shape[1]) * 7
+    expected = 2 * torch.sigmoid(0.5 * (u / u.pow(2).mean(-1, keepdim=True).sqrt()).sum(-1, keepdim=True))
+    torch.testing.assert_close(gate(u), u * expected)
+
+
+def test_write_gate_trains():
+    """Option O4: the gates get a nonzero gradient from the LM loss at their zero initialisation;
+    other modes and the paper's form have no gate; a non-boolean switch is one clear error."""
+    model = tiny("fam", L=8, m=1, F=3, fam_write_gate=True)
+    ids = ids_for(model, 2, 32)
+    model(ids, labels=ids).loss.backward()
+    for layer in model.model.layers:
+        assert layer.fam_write_gate.weight.grad.abs().sum() > 0 and layer.fam_write_gate.bias.grad.abs() > 0
+    assert tiny("bswa", L=8, m=1, fam_write_gate=True).model.layers[0].fam_write_gate is None
+    assert tiny("fam", L=8, m=1, F=3).model.layers[0].fam_write_gate is None
+    with pytest.raises(ValueError, match="fam_write_gate"):
+        tiny("fam", L=8, m=1, F=3, fam_write_gate=1)
+
+
 def test_fam_center_needs_two_slots():
     with pytest.raises(ValueError, match="fam_center"):
         tiny("fam", L=8, m=1, F=1, fam_center=True)

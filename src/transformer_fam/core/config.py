@@ -40,6 +40,14 @@ class FamConfig(PretrainedConfig):
             to every reader of the FAM (block queries and the FAM's own update). The state itself
             keeps the paper's additive update. Aimed at the drift the paper's form shows on long
             fillers, most of which all slots share (docs/results.md). Requires ``fam_length >= 2``.
+        fam_write_gate: ``False`` (the paper's additive update, default) or ``True``, an option
+            that departs from the paper (O4): each FAM vector's increment is scaled by a learned,
+            input-dependent write gate, ``F_b = F_{b-1} + z * (F_b^paper - F_{b-1})`` with
+            ``z = 2 * sigmoid(w . u / rms(u) + c)``, ``u`` the increment, one ``w, c`` per layer
+            (new weights, zero at initialisation, so ``z = 1``: exactly the paper's form until
+            training moves them). A closed gate leaves a slot unchanged, so a memory can hold still
+            over filler instead of drifting with every block. The zero-residual first update is
+            not gated.
     """
 
     model_type = "fam"
@@ -75,6 +83,7 @@ class FamConfig(PretrainedConfig):
     fam_max_rms: float | None = None
     fam_read_gate: bool = False
     fam_center: bool = False
+    fam_write_gate: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -121,6 +130,8 @@ class FamConfig(PretrainedConfig):
             bad("fam_read_gate", "must be true or false")
         if not isinstance(self.fam_center, bool):
             bad("fam_center", "must be true or false")
+        if not isinstance(self.fam_write_gate, bool):
+            bad("fam_write_gate", "must be true or false")
         if self.fam_center and self.attention_mode == "fam" and self.fam_length < 2:
             bad("fam_center", "needs fam_length >= 2 (one centred vector is zero)")
         if self.rope_theta <= 0:

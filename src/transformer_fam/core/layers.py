@@ -55,6 +55,25 @@ def center_slots(fam: torch.Tensor) -> torch.Tensor:
     return fam - fam.mean(dim=-2, keepdim=True)
 
 
+class FamWriteGate(nn.Module):
+    """Option O4 (FamConfig.fam_write_gate): scales each FAM increment u (..., F, d) by its own
+    gate z = 2 sigmoid(w . u / rms(u) + c), computed in float32. w = c = 0 at initialisation
+    (z = 1: the paper's update); a gate near 0 leaves its FAM vector unchanged."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, dim))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def gate(self, u: torch.Tensor) -> torch.Tensor:
+        """z (..., F, 1) for the increments u (..., F, d), float32."""
+        n = u.float() * torch.rsqrt(u.float().pow(2).mean(-1, keepdim=True) + 1e-12)
+        return 2.0 * torch.sigmoid(F.linear(n, self.weight.float(), self.bias.float()))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.gate(u).to(u.dtype)
+
+
 class FamMLP(nn.Module):
     def __init__(self, config: FamConfig):
         super().__init__()
@@ -142,6 +161,11 @@ class FamDecoderLayer(nn.Module):
         self.mlp = FamMLP(config)
         self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        if config.attention_mode == "fam" and config.fam_write_gate:
+            # the write-gate option (O4): z = 2 sigmoid(w . u/rms(u) + c) scales each FAM increment u; 0 = paper
+            self.fam_write_gate = FamWriteGate(config.hidden_size)
+        else:
+            self.fam_write_gate = None
 
     def _ffn_residual(self, a: torch.Tensor) -> torch.Tensor:
         return a + self.mlp(self.post_attention_layernorm(a))
@@ -185,7 +209,10 @@ class FamDecoderLayer(nn.Module):
         then the same layer's FFN. kv_k/kv_v: (B, Hk, F + L, hd). Returns the new FAM and its QKV."""
         att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
         a = self.self_attn.merge(att)  # (B, F, d)
-        fam = self._ffn_residual(a + fam if residual else a)
+        if residual and self.fam_write_gate is not None:
+            fam = fam + self.fam_write_gate(self._ffn_residual(a + fam) - fam)
+        else:
+            fam = self._ffn_residual(a + fam if residual else a)
         if self.config.fam_max_rms is not None:
             fam = cap_rms(fam, self.config.fam_max_rms)
         return (fam, *self.fam_projections(fam, cos, sin))

@@ -16,7 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .cache import FamCache
 from .config import FamConfig
 from .generation import FamGenerationMixin
-from .layers import FamAttention, FamDecoderLayer, FamRMSNorm, StepContext
+from .layers import FamAttention, FamDecoderLayer, FamRMSNorm, FamWriteGate, StepContext
 from .plan import BlockPlan
 from .rope import rope_cos_sin, rope_inv_freq
 
@@ -56,6 +56,9 @@ class FamPreTrainedModel(PreTrainedModel):
             module.fam_prompt.normal_(0.0, std)
         elif isinstance(module, FamAttention) and module.fam_gate is not None:
             module.fam_gate.zero_()  # the read gate starts closed: the model equals BSWA
+        elif isinstance(module, FamWriteGate):
+            module.weight.zero_()  # z = 1: the paper's update until training moves it
+            module.bias.zero_()
 
 
 class FamModel(FamPreTrainedModel):

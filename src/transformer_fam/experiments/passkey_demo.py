@@ -53,6 +53,7 @@ def make_model(recipe: DemoRecipe, mode: str, vocab_size: int) -> FamForCausalLM
                     fam_length=recipe.fam_length, max_position_embeddings=1 << 20,
                     fam_max_rms=recipe.fam_max_rms if mode == "fam" else None,
                     fam_center=recipe.fam_center and mode == "fam",
+                    fam_write_gate=recipe.fam_write_gate and mode == "fam",
                     pad_token_id=0, bos_token_id=2, eos_token_id=3)
     return FamForCausalLM(cfg)
 
@@ -559,7 +560,7 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
 def model_names(recipe: DemoRecipe) -> dict[str, str]:
     """The plots' names of the two models, with the FAM options that depart from the paper."""
     options = ([f"fam_max_rms {recipe.fam_max_rms:g}"] if recipe.fam_max_rms is not None else []) + \
-        (["fam_center"] if recipe.fam_center else [])
+        (["fam_center"] if recipe.fam_center else []) + (["fam_write_gate"] if recipe.fam_write_gate else [])
     return {"fam": f"FAM (m={recipe.fam_mem_segments}{''.join(', ' + o for o in options)})", "bswa": "BSWA (m=1)"}
 
 

@@ -64,6 +64,7 @@ class DemoRecipe:
     threads: int = 2
     fam_max_rms: float | None = None  # FAM model's FamConfig.fam_max_rms (None: the paper's additive update)
     fam_center: bool = False  # FAM model's FamConfig.fam_center (option O3: readers see the FAM minus its slot mean)
+    fam_write_gate: bool = False  # FAM model's FamConfig.fam_write_gate (option O4: a learned gate on each increment)
     fam_mem_segments: int = 0  # FAM model's memory blocks (0: the paper's PassKey setup; BSWA always has 1)
 
     def __post_init__(self):
