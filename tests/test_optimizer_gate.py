@@ -172,3 +172,52 @@ def test_converted_smollm2_shape_closed_gate_equals_bswa():
     ids = ids_for(fam, 2, 19)
     with torch.no_grad():
         torch.testing.assert_close(fam(ids).logits, bswa(ids).logits, atol=TOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- write gate
+def test_converted_write_gate_starts_as_the_paper_form_and_trains_saves_and_loads(tmp_path):
+    """Option O4 on a converted checkpoint: the write gate is a new parameter, zero at conversion (logits
+    equal the paper-form conversion), LoRA trains it in the "gates" group at gate_lr, and save_lora /
+    load_lora round-trip it (a folder without it leaves it at zero)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from transformer_fam import from_hf
+    from transformer_fam.hf.lora import load_lora, save_lora, write_gates
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)).eval()
+
+    def convert(**kw):
+        return from_hf(hf, attention_mode="fam", block_size=4, mem_segments=1, fam_length=2, **kw)
+
+    gated, paper = convert(fam_write_gate=True), convert()
+    ids = ids_for(gated, 2, 19)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(ids).logits, paper(ids).logits, atol=TOL, rtol=0)
+    peft_model = apply_lora(gated, rank=2)
+    gates = write_gates(peft_model)
+    assert sorted(gates) == [f"layers.{i}.fam_write_gate.{n}" for i in (0, 1) for n in ("bias", "weight")]
+    assert all(g.requires_grad for g in gates.values())
+    r = recipe_from_dict({"init": "pretrained", "base_model": "x", "finetune": "lora", "lr": 3e-4,
+                          "gate_lr": 3e-2, "attention_mode": "fam", "fam_write_gate": True})
+    groups = {g["name"]: g for g in param_groups(r, peft_model)}
+    assert {id(p) for p in groups["gates"]["params"]} == {id(g) for g in gates.values()}
+    opt = build_optimizer(r, peft_model)
+    peft_model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        peft_model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+    assert all(g.detach().abs().max() > 1e-3 for g in gates.values())  # zero-initialised, yet they moved
+    peft_model.eval()
+    save_lora(peft_model, tmp_path / "a")
+    with torch.no_grad():
+        trained = peft_model(input_ids=ids).logits
+        again = load_lora(convert(fam_write_gate=True), tmp_path / "a")
+        torch.testing.assert_close(again(input_ids=ids).logits, trained, atol=TOL, rtol=0)
+        save_lora(apply_lora(convert(), rank=2), tmp_path / "paper")  # a paper-form adapter: no gate
+        older = load_lora(convert(fam_write_gate=True), tmp_path / "paper")
+        assert all((g == 0).all() for g in write_gates(older).values())
+    with pytest.raises(ValueError, match="fam_write_gate=True: acts on the FAM only"):
+        recipe_from_dict({"attention_mode": "bswa", "fam_write_gate": True})

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fam-read-gate", action="store_true",
                         help="option (not the paper): block queries read the FAM through their own softmax, "
                              "added with a zero-initialised per-head gate tanh(g); starts equal to BSWA")
+    parser.add_argument("--fam-write-gate", action="store_true",
+                        help="option (not the paper): a learned gate on each FAM increment, zero-initialised "
+                             "(the paper's update until fine-tuning moves it)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="parameter dtype (default: the source's; float32 for GGUF)")
 
@@ -34,7 +37,8 @@ def run(args) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
             mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
-            **({"fam_read_gate": True} if args.fam_read_gate else {}))
+            **({"fam_read_gate": True} if args.fam_read_gate else {}),
+            **({"fam_write_gate": True} if args.fam_write_gate else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
     return 0

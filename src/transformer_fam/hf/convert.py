@@ -124,8 +124,7 @@ def _build(config: FamConfig, state_dict: dict[str, torch.Tensor], dtype=None):
         sd.pop("lm_head.weight", None)
     dtype = dtype or next(iter(sd.values())).dtype
     model = FamForCausalLM(config).to(dtype)
-    target = {k: v for k, v in model.state_dict().items()
-              if k != "model.fam_prompt" and not k.endswith("self_attn.fam_gate")}  # the new FAM parameters
+    target = {k: v for k, v in model.state_dict().items() if not is_new_fam_tensor(k)}
     if config.tie_word_embeddings:
         target.pop("lm_head.weight", None)
     missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
@@ -138,16 +137,25 @@ def _build(config: FamConfig, state_dict: dict[str, torch.Tensor], dtype=None):
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     if model.fam_prompt is not None:
         model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, config.fam_length))
-    close_read_gates(model)
+    reset_fam_gates(model)
     return model.eval()
 
 
+def is_new_fam_tensor(name: str) -> bool:
+    """The parameters a converted checkpoint lacks: the FAM prompt and the options' gates."""
+    return name == "model.fam_prompt" or name.endswith("self_attn.fam_gate") or ".fam_write_gate." in name
+
+
 @torch.no_grad()
-def close_read_gates(model) -> None:
-    """Zero the read-gate option's g (tanh(0) = 0: the converted model equals its BSWA form)."""
+def reset_fam_gates(model) -> None:
+    """Zero the options' gates: the read gate's g (tanh(0) = 0: the converted model equals its BSWA
+    form) and the write gate's w, c (z = 1: the paper's update)."""
     for layer in model.model.layers:
         if layer.self_attn.fam_gate is not None:
             layer.self_attn.fam_gate.zero_()
+        if layer.fam_write_gate is not None:
+            layer.fam_write_gate.weight.zero_()
+            layer.fam_write_gate.bias.zero_()
 
 
 class _Cfg:

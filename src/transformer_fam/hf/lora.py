@@ -7,7 +7,8 @@ wraps modules) and its adapter checkpoints do not include. So:
 
 - ``apply_lora`` freezes the base model (peft) and then marks the FAM prompt trainable again; it
   trains in place, in the base model.
-- ``save_lora`` writes peft's adapter folder plus ``fam_prompt.safetensors`` next to it;
+- ``save_lora`` writes peft's adapter folder plus ``fam_prompt.safetensors`` next to it (the prompt
+  and the options' read / write gates, also new parameters that LoRA trains);
   ``load_lora`` restores both onto a base model.
 - ``merge_lora`` folds the adapters into the weights (``merge_and_unload``) and returns the plain
   FamForCausalLM, trained FAM prompt included; ``save_pretrained`` on it writes a normal FAM folder.
@@ -57,7 +58,7 @@ def apply_lora(model, rank: int = 64, alpha: float | None = None, targets=LORA_T
     prompt = _base(peft_model).fam_prompt
     if train_fam_prompt and prompt is not None:
         prompt.requires_grad_(True)
-    for gate in read_gates(peft_model).values():  # the read-gate option's g: new parameters, trained
+    for gate in fam_gates(peft_model).values():  # the options' gates: new parameters, trained
         gate.requires_grad_(True)
     return peft_model
 
@@ -66,6 +67,17 @@ def read_gates(model) -> dict:
     """{name: parameter} of the read-gate option's per-layer g (empty without the option)."""
     return {f"layers.{i}.fam_gate": layer.self_attn.fam_gate for i, layer in enumerate(_base(model).model.layers)
             if layer.self_attn.fam_gate is not None}
+
+
+def write_gates(model) -> dict:
+    """{name: parameter} of the write-gate option's per-layer w and c (empty without the option)."""
+    return {f"layers.{i}.fam_write_gate.{n}": p for i, layer in enumerate(_base(model).model.layers)
+            if layer.fam_write_gate is not None for n, p in layer.fam_write_gate.named_parameters()}
+
+
+def fam_gates(model) -> dict:
+    """The read and write gates: new parameters that LoRA trains and ``save_lora`` saves."""
+    return {**read_gates(model), **write_gates(model)}
 
 
 def save_lora(peft_model, folder) -> Path:
@@ -77,7 +89,7 @@ def save_lora(peft_model, folder) -> Path:
     prompt = _base(peft_model).fam_prompt
     if prompt is not None:
         tensors = {"fam_prompt": prompt.detach().contiguous().cpu()}
-        tensors.update({n: g.detach().contiguous().cpu() for n, g in read_gates(peft_model).items()})
+        tensors.update({n: g.detach().contiguous().cpu() for n, g in fam_gates(peft_model).items()})
         save_file(tensors, folder / FAM_PROMPT_FILE)
     return folder
 
@@ -102,7 +114,7 @@ def load_lora(model, folder, is_trainable: bool = False):
         with torch.no_grad():
             prompt.copy_(saved)
         prompt.requires_grad_(is_trainable)
-        for name, gate in read_gates(peft_model).items():
+        for name, gate in fam_gates(peft_model).items():  # a gate the folder lacks keeps its initial value
             if name in tensors:
                 with torch.no_grad():
                     gate.copy_(tensors[name])

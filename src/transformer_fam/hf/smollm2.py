@@ -27,7 +27,7 @@ import torch
 from ..core.config import FamConfig
 from ..core.model import FamForCausalLM
 from ..data.tokenizer import load_tokenizer
-from .convert import check_overrides, close_read_gates, convert_checkpoint, init_fam_prompt
+from .convert import check_overrides, convert_checkpoint, reset_fam_gates, init_fam_prompt
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -89,7 +89,7 @@ def smollm2(attention_mode: str = "fam", block_size: int = 1024, mem_segments: i
     if model.fam_prompt is not None:  # absent from the full-mode cache: same init as convert_checkpoint
         with torch.no_grad():
             model.fam_prompt.copy_(init_fam_prompt(model.model.embed_tokens.weight, fam_length))
-    close_read_gates(model)  # absent from the cache too
+    reset_fam_gates(model)  # absent from the cache too
     return model.eval()
 
 

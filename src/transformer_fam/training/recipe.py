@@ -75,6 +75,7 @@ class Recipe:
     fam_max_rms: float = 0.0  # > 0: cap the FAM's RMS after each update (an option, not the paper); 0: off
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
     fam_center: bool = False  # option, not the paper: FAM readers see it minus its mean over the F vectors
+    fam_write_gate: bool = False  # option, not the paper: a learned gate on each FAM increment (zero init = paper)
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
@@ -85,7 +86,7 @@ class Recipe:
     optimizer: str = "adamw"  # adamw / adafactor
     lr: float = 1e-3
     fam_lr: float = 0.0  # lr of the FAM prompt; 0: lr
-    gate_lr: float = 0.0  # lr of the read gates (fam_read_gate); 0: lr
+    gate_lr: float = 0.0  # lr of the options' gates (fam_read_gate, fam_write_gate); 0: lr
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
@@ -126,7 +127,7 @@ class Recipe:
         if self.fam_max_rms < 0:
             raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
         for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False),
-                         ("fam_center", False)):  # FAM-only switches
+                         ("fam_center", False), ("fam_write_gate", False)):  # FAM-only switches
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")

@@ -107,7 +107,7 @@ def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
     fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
                fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate,
-               fam_center=recipe.fam_center)
+               fam_center=recipe.fam_center, fam_write_gate=recipe.fam_write_gate)
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -133,7 +133,8 @@ def build_model(recipe: Recipe, tokenizer):
         raise ValueError(f"recipe key init=pretrained: the conversion module is unavailable ({err})") from None
     model = from_hf(recipe.base_model, attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                     mem_segments=recipe.mem_segments, fam_length=recipe.fam_length, dtype=torch.float32,
-                    fam_read_gate=recipe.fam_read_gate, fam_center=recipe.fam_center)
+                    fam_read_gate=recipe.fam_read_gate, fam_center=recipe.fam_center,
+                    fam_write_gate=recipe.fam_write_gate)
     model.config.fam_max_rms = recipe.fam_max_rms or None
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
@@ -160,7 +161,7 @@ def param_groups(recipe: Recipe, model) -> list[dict]:
             continue
         if name.endswith("fam_prompt"):
             groups["fam_prompt"].append(p)
-        elif name.endswith("fam_gate"):
+        elif name.endswith("fam_gate") or ".fam_write_gate." in name:
             groups["gates"].append(p)
         elif "lora_" in name:
             groups["adapters"].append(p)
