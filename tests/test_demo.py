@@ -31,6 +31,12 @@ def test_models_are_the_same_size_and_the_papers_setup():
     assert centered == replace(recipes.UNALIGNED, fam_center=True) and not recipes.UNALIGNED.fam_center
     assert demo.make_model(centered, "fam", 64).config.fam_center
     assert not demo.make_model(centered, "bswa", 64).config.fam_center
+    # the gated recipe is the centered one with option O4, on the FAM model only, evaluated to 64x
+    gated = recipes.RECIPES["gated"]
+    assert replace(gated, eval_lengths=centered.eval_lengths) == replace(centered, fam_write_gate=True)
+    assert max(gated.eval_lengths) == 64 * gated.long_max_filler
+    assert demo.make_model(gated, "fam", 64).model.layers[0].fam_write_gate is not None
+    assert demo.make_model(gated, "bswa", 64).model.layers[0].fam_write_gate is None
     assert recipes.final_multiple(recipes.FULL) == recipes.FULL.filler_multiple and recipes.FULL.drift_weight == 0
     n_fam, n_bswa = (sum(p.numel() for p in m.parameters()) for m in (fam, bswa))
     assert n_fam - n_bswa == fam.config.fam_length * fam.config.hidden_size  # only the learned initial FAM

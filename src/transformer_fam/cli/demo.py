@@ -1,6 +1,7 @@
 """`fam demo`: the main job, the PassKey demo (experiments/passkey_demo.py does the work).
 
-    fam demo --out runs/demo        # any filler length, ~9 minutes on a 2-core CPU; passkey.json/png, fam/, bswa/
+    fam demo --recipe gated --out runs/demo   # `make demo`: options O3 + O4, ~8 minutes on a 2-core CPU
+    fam demo --out runs/demo        # the paper's FAM form, any filler length; passkey.json/png, fam/, bswa/
     fam demo --quick                # <= 800 curriculum steps, fillers <= 48: ~2-4 minutes idle
     fam demo --recipe aligned --fam-only --threads 1 --seed 0     # the whole-block recipe (FAM m = 0)
     fam demo --fam-only --set drift_weight=0 --set eval_lengths=0,100,1000   # recipe fields changed
@@ -18,11 +19,13 @@ from ..errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute run with looser targets")
-    parser.add_argument("--recipe", choices=["aligned", "unaligned", "centered"], default="unaligned",
+    parser.add_argument("--recipe", choices=["aligned", "unaligned", "centered", "gated"], default="unaligned",
                         help="unaligned (default): fillers of any token count, FAM m=1, drift loss and read "
                              "supervision; aligned: whole-block fillers, FAM m=0 (the paper's PassKey setup; fails "
                              "on fillers that are not whole blocks); centered: unaligned with option O3 fam_center (not the "
-                             "paper's form: FAM readers see it minus its slot mean); --quick is always aligned "
+                             "paper's form: FAM readers see it minus its slot mean); gated (`make demo`): centered with "
+                             "option O4 fam_write_gate (not the paper's form: a learned gate on each FAM increment, "
+                             "so the memory holds still over filler); --quick is always aligned "
                              "(docs/results.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None, metavar="S,S,...",

@@ -545,7 +545,8 @@ def run_demo(recipe: DemoRecipe, seed: int = 0, out="runs/demo", threads: int | 
           f"block {recipe.block_size}):")
     print(format_table(columns))
     result = {"train_max_filler": train_max, "train_max_backprop_filler": recipe.train_max_filler,
-              "fam_max_rms": recipe.fam_max_rms, "fam_center": recipe.fam_center, **columns}
+              "fam_max_rms": recipe.fam_max_rms, "fam_center": recipe.fam_center,
+              "fam_write_gate": recipe.fam_write_gate, **columns}
     (out / "passkey.json").write_text(json.dumps(result, indent=2))
     (out / "train_log.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
                                                     "seconds": round(time.time() - t_start, 1), **runs}))
