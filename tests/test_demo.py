@@ -2,6 +2,7 @@
 
 import json
 import random
+import math
 from dataclasses import replace
 
 import pytest
@@ -33,7 +34,8 @@ def test_models_are_the_same_size_and_the_papers_setup():
     assert not demo.make_model(centered, "bswa", 64).config.fam_center
     # the gated recipe is the centered one with option O4, on the FAM model only, evaluated to 64x
     gated = recipes.RECIPES["gated"]
-    assert replace(gated, eval_lengths=centered.eval_lengths) == replace(centered, fam_write_gate=True, long_steps=600)
+    assert replace(gated, eval_lengths=centered.eval_lengths) == replace(centered, fam_write_gate=True, long_steps=600,
+                                                                        long_lr_final=0.0)
     assert max(gated.eval_lengths) == 64 * gated.long_max_filler
     assert demo.make_model(gated, "fam", 64).model.layers[0].fam_write_gate is not None
     assert demo.make_model(gated, "bswa", 64).model.layers[0].fam_write_gate is None
@@ -376,3 +378,29 @@ def test_fam_shrink_scales_the_fam_entering_the_backpropagated_tail(tok):
             recipes.apply_overrides(recipes.UNALIGNED, [f"long_fam_shrink={bad}"])
     with pytest.raises(ValueError, match="long_fam_shrink"):  # the recipe itself, not only --set
         replace(recipes.UNALIGNED, long_fam_shrink=0.0)
+
+
+def test_long_phase_lr_anneals_on_a_cosine(tok, monkeypatch):
+    """long_lr_final: the long phase's lr goes from phase_lr down to phase_lr * long_lr_final on a
+    cosine (checked on the optimiser the phase really steps); 1 keeps it constant; outside [0, 1]
+    is an error."""
+    recipe = replace(recipes.UNALIGNED, hidden_size=32, heads=2, long_steps=5, long_max_filler=48,
+                     long_grad_tokens=16, long_batch_size=2, batch_size=2, train_max_filler=16,
+                     phase_lr=1e-3, long_lr_final=0.1)
+    expected = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4))) for k in range(5)]
+    assert [1e-3 * demo.long_lr_factor(recipe, k) for k in range(5)] == pytest.approx(expected)
+    assert expected[0] == pytest.approx(1e-3) and expected[-1] == pytest.approx(1e-4)
+    seen = []
+    real_step = demo._train_step
+
+    def spy(model, probe, opt, *a, **kw):
+        seen.append(opt.param_groups[0]["lr"])
+        return real_step(model, probe, opt, *a, **kw)
+
+    monkeypatch.setattr(demo, "_train_step", spy)
+    torch.manual_seed(0)
+    demo.train_long(demo.make_model(recipe, "fam", len(tok)), tok, recipe, 0, "long", [])
+    assert seen == pytest.approx(expected)
+    assert {demo.long_lr_factor(replace(recipe, long_lr_final=1.0), k) for k in range(5)} == {1.0}
+    with pytest.raises(UserError, match="long_lr_final"):
+        recipes.apply_overrides(recipes.UNALIGNED, ["long_lr_final=1.5"])

@@ -435,6 +435,13 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
                    write)
 
 
+def long_lr_factor(recipe: DemoRecipe, step: int) -> float:
+    """The long phase's learning rate at ``step``, as a multiple of phase_lr: a cosine from 1 down to
+    long_lr_final over long_steps (constant when long_lr_final is 1)."""
+    progress = min(1.0, step / max(1, recipe.long_steps - 1))
+    return recipe.long_lr_final + (1.0 - recipe.long_lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: list, probe=None,
                position: int = 0) -> None:
     """Long forward chains: fillers up to long_max_filler (log-uniform, whole blocks), streamed
@@ -446,6 +453,7 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
         return
     rng = random.Random(seed + 2)
     opt = _phase_optimizer(model, probe, recipe)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: long_lr_factor(recipe, step))
     model.train()
     running, t0, state, mult = 0.0, time.time(), None, final_multiple(recipe)
     bar = tqdm(range(recipe.long_steps), desc=desc, leave=False, position=position)
@@ -474,6 +482,7 @@ def train_long(model, tokenizer, recipe: DemoRecipe, seed: int, desc: str, log: 
                 scale = math.exp(rng.uniform(math.log(recipe.long_fam_shrink), 0.0))
             loss_v, acc, cache = _train_step(model, probe, opt, recipe, ids, labels, span, start, marks,
                                              recipe.long_grad_tokens if long else None, scale)
+            schedule.step()
             state = [f.detach() for f in cache.fam_state()]
             running = 0.9 * running + 0.1 * acc
             if step % 10 == 0:
