@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fam demo --out runs/demo
+	$(VENV)/bin/fam demo --recipe gated --out runs/demo
 
 demo-quick: $(STAMP)
 	$(VENV)/bin/fam demo --quick --out runs/demo-quick
