@@ -1,6 +1,6 @@
 """`fam demo`: the main job, the PassKey demo (experiments/passkey_demo.py does the work).
 
-    fam demo --recipe gated --out runs/demo   # `make demo`: options O3 + O4, ~8 minutes on a 2-core CPU
+    fam demo --recipe gated --out runs/demo   # `make demo`: options O3 + O4, ~9 minutes on a 2-core CPU
     fam demo --out runs/demo        # the paper's FAM form, any filler length; passkey.json/png, fam/, bswa/
     fam demo --quick                # <= 800 curriculum steps, fillers <= 48: ~2-4 minutes idle
     fam demo --recipe aligned --fam-only --threads 1 --seed 0     # the whole-block recipe (FAM m = 0)
