@@ -98,21 +98,28 @@ def test_capped_fam_equals_algorithm2_with_the_cap(T):
     torch.testing.assert_close(loose(ids).logits, paper(ids).logits, atol=0, rtol=0)
 
 
+def _paths_equal_reference(model, ids):
+    """The training (autograd), inference and streamed paths of a FAM model all equal the reference
+    Algorithm 2 on every row of ids; returns the training path's logits."""
+    logits = model(ids).logits
+    with torch.no_grad():
+        fast = model(ids).logits
+        streamed, _ = _stream(model, ids, [3, 11, 12, 20])
+    for b in range(ids.shape[0]):
+        expected = reference_fam(model, ids[b])
+        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
+        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
+    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    return logits
+
+
 @pytest.mark.parametrize("T", [32, 29])
 def test_centred_fam_equals_algorithm2_with_centred_readers(T):
     """Option O3: fam_center equals Algorithm 2 with QKV of (FAM - its slot mean), on the training,
     inference and streamed paths, and differs from the paper's form on the same weights."""
     model = tiny("fam", L=8, m=1, F=3, fam_center=True)
     ids = ids_for(model, 2, T)
-    logits = model(ids).logits
-    with torch.no_grad():
-        fast = model(ids).logits
-        streamed, _ = _stream(model, ids, [3, 11, 12, 20])
-    for b in range(2):
-        expected = reference_fam(model, ids[b])
-        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
-        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
-    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    logits = _paths_equal_reference(model, ids)
     paper = tiny("fam", L=8, m=1, F=3)
     paper.load_state_dict(model.state_dict())
     assert (paper(ids).logits - logits).abs().max() > 1e-3
@@ -151,15 +158,7 @@ def test_write_gate_equals_algorithm2_with_gated_increments(T):
     their initial zeros the model is the paper's form exactly."""
     model = _gated(tiny("fam", L=8, m=1, F=3, fam_write_gate=True))
     ids = ids_for(model, 2, T)
-    logits = model(ids).logits
-    with torch.no_grad():
-        fast = model(ids).logits
-        streamed, _ = _stream(model, ids, [3, 11, 12, 20])
-    for b in range(2):
-        expected = reference_fam(model, ids[b])
-        torch.testing.assert_close(logits[b], expected, atol=TOL, rtol=0)
-        torch.testing.assert_close(fast[b], expected, atol=TOL, rtol=0)
-    torch.testing.assert_close(streamed, fast, atol=TOL, rtol=0)
+    logits = _paths_equal_reference(model, ids)
     paper = tiny("fam", L=8, m=1, F=3)
     paper.load_state_dict(model.state_dict(), strict=False)
     assert (paper(ids).logits - logits).abs().max() > 1e-3
