@@ -437,7 +437,9 @@ def episode_forward(model, probe, ids, labels, span, grad_tokens: int | None = N
 
 def long_lr_factor(recipe: DemoRecipe, step: int) -> float:
     """The long phase's learning rate at ``step``, as a multiple of phase_lr: a cosine from 1 down to
-    long_lr_final over long_steps (constant when long_lr_final is 1)."""
+    long_lr_final over long_steps (constant when long_lr_final is 1). Closed form on purpose: torch's
+    CosineAnnealingLR gives the same curve by recursion, ~1e-16 apart, which would not reproduce the
+    recorded runs bit for bit (docs/results.md, issue 14's sixth session)."""
     progress = min(1.0, step / max(1, recipe.long_steps - 1))
     return recipe.long_lr_final + (1.0 - recipe.long_lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
