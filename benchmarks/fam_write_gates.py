@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from transformer_fam.data.passkey import make_passkey_example, passkey_spans, random_key
+from transformer_fam.data.passkey import QUESTION, make_passkey_example, passkey_spans, random_key
 from transformer_fam.hf.loading import load_model
 
 
-def block_kinds(n_blocks: int, block: int, spans: dict) -> list[str]:
-    """What each block holds: "key" (a key digit), "question" (the question or answer), "intro", or "filler"."""
+def block_kinds(n_blocks: int, block: int, spans: dict, question_tokens: int) -> list[str]:
+    """What each block holds: "key" (a key digit), "question" (the question or answer), "intro", "key
+    sentence" (the rest of it), or "filler"."""
     k0, k1 = spans["key_digits"]
-    a0 = spans["answer"][0]
-    q0 = a0 - 12  # "What is the pass key ? The pass key is" is 10 tokens; leave a margin
+    q0 = spans["answer"][0] - question_tokens
     kinds = []
     for b in range(n_blocks):
         lo, hi = b * block, (b + 1) * block
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         model(ids)
     L = model.config.block_size
-    kinds = block_kinds(ids.shape[1] // L, L, passkey_spans(a.filler, 0.0, tok))
+    kinds = block_kinds(ids.shape[1] // L, L, passkey_spans(a.filler, 0.0, tok),
+                        len(tok(QUESTION, add_special_tokens=False).input_ids))
     per_layer: dict[int, list[torch.Tensor]] = {}
     for i, z in seen:
         per_layer.setdefault(i, []).append(z)

@@ -67,7 +67,8 @@ class FamWriteGate(nn.Module):
 
     def gate(self, u: torch.Tensor) -> torch.Tensor:
         """z (..., F, 1) for the increments u (..., F, d), float32."""
-        n = u.float() * torch.rsqrt(u.float().pow(2).mean(-1, keepdim=True) + 1e-12)
+        u = u.float()
+        n = u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-12)
         return 2.0 * torch.sigmoid(F.linear(n, self.weight.float(), self.bias.float()))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
