@@ -241,6 +241,22 @@ def test_init_adapter_continues_a_saved_fine_tune(tmp_path):
     assert second.run() == 0
 
 
+def test_text_prefix_lengthens_the_text_rows_only(tmp_path):
+    """text_prefix: the text micro-batches read text_prefix more tokens (streamed without gradient
+    by the trainer); the retrieval batches stay as they were."""
+    from transformer_fam.training.retrieval import retrieval_batches
+    from transformer_fam.training.setup import build_tokenizer
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    plain = recipe_from_dict(_values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40))
+    longer = recipe_from_dict(_values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, text_prefix=2 * L))
+    tok = build_tokenizer(plain)
+    a, b = retrieval_batches(plain, tok), retrieval_batches(longer, tok)
+    assert torch.equal(a.batch(0)[0], b.batch(0)[0]) and torch.equal(a.batch(2)[1], b.batch(2)[1])
+    assert a.batch(1)[0].shape == (2, 40) and b.batch(1)[0].shape == (2, 40 + 2 * L)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"retrieval_text": "milton", "grad_accum": 1}, "grad_accum must be even"),
     ({"retrieval_p_boundary": 1.5}, "retrieval_p_boundary=1.5: must be in"),

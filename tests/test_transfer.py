@@ -155,7 +155,37 @@ def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
     assert after < want
 
 
+def test_text_prefix_trains_the_rows_end_from_the_state_its_prefix_leaves(tmp_path):
+    """Truncated backprop on text (recipe key text_prefix): rows are prefix + seq_len tokens; the
+    logged next-token loss and KL are those of the whole row's forward at positions >= prefix."""
+    from transformer_fam.core.model import next_token_loss
+    from transformer_fam.training.trainer import Trainer
+
+    base = _base_checkpoint(tmp_path)
+    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
+                         tokenizer="auto", max_steps=2, save_every=2, distill_weight=1.0, seq_len=16,
+                         text_prefix=24, attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    trainer = Trainer(recipe_from_dict(values))
+    inputs, targets = trainer.batches.batch(0)
+    assert inputs.shape == (4, 40)
+    with torch.no_grad():
+        whole = trainer.model(input_ids=inputs).logits
+        want_kl = distill_loss(whole[:, 24:], teacher_logits(trainer.model, inputs)[:, 24:]).item()
+        want_lm = next_token_loss(whole[:, 24:], targets[:, 24:], shift=False).item()
+        fresh = next_token_loss(trainer.model(input_ids=inputs[:, 24:]).logits, targets[:, 24:], shift=False).item()
+    assert abs(fresh - want_lm) > 1e-3  # the carried state matters: a fresh start would be another loss
+    assert trainer.run() == 0
+    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["loss"] == pytest.approx(want_lm, rel=1e-4)
+    assert records[0]["distill"] == pytest.approx(want_kl, rel=1e-4)
+    assert records[0]["tokens"] == 4 * 40
+
+
 @pytest.mark.parametrize("changes, key", [
+    ({"text_prefix": 12}, "text_prefix=12: must be a whole number of blocks"),
+    ({"text_prefix": 16, "data": "passkey"}, "acts on text micro-batches"),
+    ({"text_prefix": 16, "data": "passkey-retrieval", "grad_accum": 2}, "set retrieval_text"),
+    ({"text_prefix": 16, "data": "kjv", "batching": "document"}, "needs batching=packed"),
     ({"distill_weight": 1.0}, "finetune=lora"),
     ({"distill_weight": 1.0, "init": "pretrained", "base_model": "x", "finetune": "lora",
       "attention_mode": "full"}, "student must be bswa or fam"),
@@ -170,4 +200,4 @@ def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
 ])
 def test_distill_recipe_errors_name_the_key(changes, key):
     with pytest.raises(ValueError, match=key):
-        recipe_from_dict(changes)
+        recipe_from_dict({"block_size": 8, **changes})

@@ -42,6 +42,7 @@ class Recipe:
     retrieval_straddle: bool = False  # d >= 1: the question may start in the block before the answer's
     retrieval_p_boundary: float = 0.0  # share of d >= 1 batches whose answer starts at block d's boundary
     retrieval_text: str = ""  # corpora mixed in: every other micro-batch is seq_len tokens of text (grad_accum 2)
+    text_prefix: int = 0  # text rows: first stream this many tokens without gradient (truncated backprop), then seq_len
     retrieval_heads: int = 4  # how many (layer, head) pairs the read / write / probe supervision covers
     read_weight: float = 0.0  # > 0: retrieval heads read FAM slot j for digit j (an option, not the paper)
     write_weight: float = 0.0  # > 0: FAM slot j's query attends key digit j at the key block's update
@@ -148,6 +149,8 @@ class Recipe:
             if self.attention_mode == "full":
                 raise ValueError(f"recipe key {option}: the student must be bswa or fam (attention_mode=full "
                                  "is the teacher itself)")
+        if self.text_prefix:
+            self._validate_text_prefix()
         if self.distill_weight > 0 and self.distill_from >= self.seq_len:
             raise ValueError(f"recipe key distill_from={self.distill_from}: must be < seq_len={self.seq_len}")
         if (self.distill_weight > 0 and self.lm_weight == 0 and self.transfer_weight == 0 and self.data == "passkey-retrieval"
@@ -195,6 +198,20 @@ class Recipe:
         if self.preset and self.preset not in PRESETS:
             raise ValueError(f"recipe key preset={self.preset!r}: must be one of {', '.join(PRESETS)}")
         return self
+
+    def _validate_text_prefix(self) -> None:
+        """``text_prefix``: text rows of text_prefix + seq_len tokens, the prefix streamed without
+        gradient (its FAM state carried into the trained part): a whole number of blocks, on text."""
+        n = self.text_prefix
+        if n < 0 or n % self.block_size:
+            raise ValueError(f"recipe key text_prefix={n}: must be a whole number of blocks "
+                             f"(block_size={self.block_size}) and >= 0")
+        if self.data == "passkey" or (self.data == "passkey-retrieval" and not self.retrieval_text):
+            raise ValueError(f"recipe key text_prefix={n}: acts on text micro-batches, but data={self.data!r}"
+                             + (" has none; set retrieval_text" if self.data == "passkey-retrieval" else ""))
+        for key, value in (("batching", "packed"), ("rsp_prob", 0.0), ("transfer_weight", 0.0)):
+            if getattr(self, key) != value:
+                raise ValueError(f"recipe key text_prefix={n}: needs {key}={value} (got {getattr(self, key)!r})")
 
 
 def parse_curriculum(spec: str) -> list[tuple[int, int]]:

@@ -135,7 +135,7 @@ def retrieval_batches(recipe, tokenizer):
         return batches
     from ..data.batching import make_batches
 
-    text = make_batches(recipe.retrieval_text, tokenizer, "packed", recipe.seq_len, recipe.batch_size,
+    text = make_batches(recipe.retrieval_text, tokenizer, "packed", recipe.text_prefix + recipe.seq_len, recipe.batch_size,
                         recipe.seed, recipe.text_field)
     return TextMixedBatches(batches, text)
 

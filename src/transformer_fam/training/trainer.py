@@ -71,7 +71,7 @@ class Trainer:
 
             self.batches = retrieval_batches(recipe, self.tokenizer)
         else:
-            self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.seq_len,
+            self.batches = make_batches(recipe.data, self.tokenizer, recipe.batching, recipe.text_prefix + recipe.seq_len,
                                         recipe.batch_size, recipe.seed, recipe.text_field, recipe.passkey_loss,
                                         recipe.passkey_curriculum)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
@@ -198,15 +198,22 @@ class Trainer:
         (this process's share of the mean loss, input tokens of the global batch)."""
         r = self.recipe
         inputs, targets = self.batches.batch(index)
-        n_targets = int((targets != -100).sum())
+        retrieval = r.data == "passkey-retrieval" and self.batches.is_retrieval(index)
+        prefix = r.text_prefix if not retrieval else 0  # text rows: streamed first, without gradient
+        n_targets = int((targets[:, prefix:] != -100).sum())
         inputs, targets = inputs[self.rows].to(self.dist.device), targets[self.rows].to(self.dist.device)
         document = r.batching == "document"
         if not document or self.batches.starts_stream(index):
             self.cache = start_cache(self.fam.config, self.rsp, r.random_position_offset)
+        full_inputs = inputs
+        if prefix:  # truncated backprop: the trained part starts from the state the prefix leaves
+            with torch.no_grad(), torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                self.cache = self.wrapped(input_ids=inputs[:, :prefix], past_key_values=self.cache,
+                                          use_cache=True, logits_to_keep=1).past_key_values
+            inputs, targets = inputs[:, prefix:], targets[:, prefix:]
         keep_state = document or self.rsp.active  # someone reads the cache after this step
         no_sync = (not sync and self.dist.world > 1 and hasattr(self.wrapped, "no_sync"))
         kw, answer = {}, None
-        retrieval = r.data == "passkey-retrieval" and self.batches.is_retrieval(index)
         if retrieval:  # logits of the answer's positions only (the targets' columns)
             first = int((targets != -100).any(0).nonzero()[0])  # = answer start - 1 (targets: next tokens)
             answer = (first + 1, first + 1 + int((targets[0] != -100).sum()))
@@ -232,7 +239,7 @@ class Trainer:
                 total = total + sup.total(parts) / r.grad_accum
             if r.distill_weight > 0 and not retrieval:  # self-distillation on text (training/transfer.py)
                 with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=r.bf16):
-                    teacher = teacher_logits(self.model, inputs)
+                    teacher = teacher_logits(self.model, full_inputs, keep=inputs.shape[1])
                 # this process's KL sum over the global number of distilled positions: DDP's average is the mean
                 kl = (distill_loss(logits, teacher, r.distill_from, reduction="sum")
                       / (r.batch_size * (inputs.shape[1] - r.distill_from)))
@@ -248,7 +255,7 @@ class Trainer:
             self.rsp.save(out.past_key_values)
         if document:
             self.cache = out.past_key_values.detach_()
-        return float(share.detach()), inputs.numel() * self.dist.world
+        return float(share.detach()), full_inputs.numel() * self.dist.world
 
     def optimizer_step(self) -> dict:
         r = self.recipe

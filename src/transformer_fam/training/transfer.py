@@ -53,10 +53,11 @@ def teacher_hidden_states(model, input_ids: torch.Tensor) -> tuple[torch.Tensor,
     return tuple(hidden)
 
 
-def teacher_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """The teacher's next-token logits (B, T, V), no grad."""
+def teacher_logits(model, input_ids: torch.Tensor, keep: int = 0) -> torch.Tensor:
+    """The teacher's next-token logits (B, T, V), no grad; ``keep`` > 0: of the last ``keep`` positions
+    only (the teacher still reads the whole sequence)."""
     with teacher_view(model):
-        return fam_model(model)(input_ids=input_ids, use_cache=False).logits
+        return fam_model(model)(input_ids=input_ids, use_cache=False, logits_to_keep=keep).logits
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, start: int = 0,
