@@ -257,6 +257,25 @@ def test_text_prefix_lengthens_the_text_rows_only(tmp_path):
     assert a.batch(1)[0].shape == (2, 40) and b.batch(1)[0].shape == (2, 40 + 2 * L)
 
 
+def test_text_prefix_run_with_supervision_saves_its_final_model(tmp_path):
+    """A no-grad prefix forward fills the model's cache of the initial FAM; it must not hold a view
+    of the FAM prompt, which the optimiser then changes: the final save deep-copies the model (the
+    first R9 run on SmolLM2 crashed there after 40 steps)."""
+    from transformer_fam.training.trainer import Trainer
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    values = _values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, text_prefix=2 * L,
+                     max_steps=2, distill_weight=1.0, fam_write_gate=True)
+    trainer = Trainer(recipe_from_dict(values))
+    assert trainer.run() == 0
+    assert (Path(values["out_dir"]) / "final" / "config.json").exists()
+    inner = trainer.fam.model
+    assert inner._initial_cache is not None  # filled by the last no-grad prefix forward, its own memory
+    fam0 = inner._initial_cache[1][0][0]
+    assert fam0.untyped_storage().data_ptr() != inner.fam_prompt.untyped_storage().data_ptr()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"retrieval_text": "milton", "grad_accum": 1}, "grad_accum must be even"),
     ({"retrieval_p_boundary": 1.5}, "retrieval_p_boundary=1.5: must be in"),

@@ -141,6 +141,8 @@ class FamModel(FamPreTrainedModel):
         if key is not None and self._initial_cache is not None and self._initial_cache[0] == key:
             return self._initial_cache[1]
         prompt, out = self.fam_prompt.to(dtype)[None], []  # (1, F, d)
+        if key is not None:  # kept past this call: not a view of the parameter, which the optimiser
+            prompt = prompt.clone()  # changes in place (deepcopy of the model refuses such views)
         for layer in self.layers:
             fam = prompt
             prompt, (q, k, v) = layer.initial_fam(prompt, cos, sin)
