@@ -73,19 +73,27 @@ def _base_checkpoint(tmp_path):
     return base
 
 
-def test_trainer_logs_the_transfer_loss_of_its_first_batch(tmp_path):
+def _lora_trainer(tmp_path, **kw):
+    """(Trainer, recipe values) of a 2-step LoRA fine-tune of a tiny converted checkpoint (fam, L 8, F 2)."""
     from transformer_fam.training.trainer import Trainer
 
-    base = _base_checkpoint(tmp_path)
-    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
-                         tokenizer="auto", max_steps=2, save_every=2, transfer_weight=1.0, lm_weight=0.0,
-                         attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
-    trainer = Trainer(recipe_from_dict(values))
+    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(_base_checkpoint(tmp_path)), finetune="lora",
+                         lora_rank=4, tokenizer="auto", max_steps=2, save_every=2, attention_mode="fam",
+                         block_size=8, mem_segments=0, fam_length=2, **kw)
+    return Trainer(recipe_from_dict(values)), values
+
+
+def _records(values) -> list[dict]:
+    return [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_trainer_logs_the_transfer_loss_of_its_first_batch(tmp_path):
+    trainer, values = _lora_trainer(tmp_path, transfer_weight=1.0, lm_weight=0.0)
     inputs, _ = trainer.batches.batch(0)
     with torch.no_grad():
         want = transfer_loss(trainer.fam, teacher_hidden_states(trainer.model, inputs)).item()
     assert trainer.run() == 0
-    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    records = _records(values)
     first = next(r for r in records if r.get("step") == 1)
     assert first["transfer"] == pytest.approx(want, rel=1e-4)
     assert all(r["transfer"] > 0 for r in records if "transfer" in r)
@@ -137,18 +145,12 @@ def test_teacher_logits_are_the_original_checkpoints():
 
 
 def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
-    from transformer_fam.training.trainer import Trainer
-
-    base = _base_checkpoint(tmp_path)
-    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
-                         tokenizer="auto", max_steps=2, save_every=2, distill_weight=1.0, distill_from=4,
-                         lm_weight=0.0, attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
-    trainer = Trainer(recipe_from_dict(values))
+    trainer, values = _lora_trainer(tmp_path, distill_weight=1.0, distill_from=4, lm_weight=0.0)
     inputs, _ = trainer.batches.batch(0)
     with torch.no_grad():
         want = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
     assert trainer.run() == 0
-    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    records = _records(values)
     assert records[0]["distill"] == pytest.approx(want, rel=1e-4)
     with torch.no_grad():  # the only loss: two AdamW steps lowered it
         after = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
@@ -159,13 +161,8 @@ def test_text_prefix_trains_the_rows_end_from_the_state_its_prefix_leaves(tmp_pa
     """Truncated backprop on text (recipe key text_prefix): rows are prefix + seq_len tokens; the
     logged next-token loss and KL are those of the whole row's forward at positions >= prefix."""
     from transformer_fam.core.model import next_token_loss
-    from transformer_fam.training.trainer import Trainer
 
-    base = _base_checkpoint(tmp_path)
-    values = tiny_recipe(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
-                         tokenizer="auto", max_steps=2, save_every=2, distill_weight=1.0, seq_len=16,
-                         text_prefix=24, attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
-    trainer = Trainer(recipe_from_dict(values))
+    trainer, values = _lora_trainer(tmp_path, distill_weight=1.0, seq_len=16, text_prefix=24)
     inputs, targets = trainer.batches.batch(0)
     assert inputs.shape == (4, 40)
     with torch.no_grad():
@@ -175,7 +172,7 @@ def test_text_prefix_trains_the_rows_end_from_the_state_its_prefix_leaves(tmp_pa
         fresh = next_token_loss(trainer.model(input_ids=inputs[:, 24:]).logits, targets[:, 24:], shift=False).item()
     assert abs(fresh - want_lm) > 1e-3  # the carried state matters: a fresh start would be another loss
     assert trainer.run() == 0
-    records = [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    records = _records(values)
     assert records[0]["loss"] == pytest.approx(want_lm, rel=1e-4)
     assert records[0]["distill"] == pytest.approx(want_kl, rel=1e-4)
     assert records[0]["tokens"] == 4 * 40
