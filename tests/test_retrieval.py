@@ -97,6 +97,13 @@ def _values(tmp_path, **kw):
                        **{"max_steps": 4, "save_every": 2, **kw})
 
 
+def _book(tmp_path) -> Path:
+    """A small text file for ``retrieval_text``."""
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    return book
+
+
 def test_trainer_logs_the_supervision_losses_of_its_first_batch(tmp_path):
     from transformer_fam.training.trainer import Trainer
 
@@ -190,8 +197,7 @@ def test_text_mixed_batches_alternate_and_carry_full_targets(tmp_path):
     from transformer_fam.training.retrieval import TextMixedBatches
     from transformer_fam.training.trainer import Trainer
 
-    book = tmp_path / "book.txt"
-    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    book = _book(tmp_path)
     values = _values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, max_steps=1,
                      retrieval_p_inwindow=0.0)
     trainer = Trainer(recipe_from_dict(values))
@@ -247,8 +253,7 @@ def test_text_prefix_lengthens_the_text_rows_only(tmp_path):
     from transformer_fam.training.retrieval import retrieval_batches
     from transformer_fam.training.setup import build_tokenizer
 
-    book = tmp_path / "book.txt"
-    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    book = _book(tmp_path)
     plain = recipe_from_dict(_values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40))
     longer = recipe_from_dict(_values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, text_prefix=2 * L))
     tok = build_tokenizer(plain)
@@ -263,8 +268,7 @@ def test_text_prefix_run_with_supervision_saves_its_final_model(tmp_path):
     first R9 run on SmolLM2 crashed there after 40 steps)."""
     from transformer_fam.training.trainer import Trainer
 
-    book = tmp_path / "book.txt"
-    book.write_text(" ".join(["the grass is green and the sky is blue"] * 200))
+    book = _book(tmp_path)
     values = _values(tmp_path, retrieval_text=str(book), grad_accum=2, seq_len=40, text_prefix=2 * L,
                      max_steps=2, distill_weight=1.0, fam_write_gate=True)
     trainer = Trainer(recipe_from_dict(values))
