@@ -9,7 +9,7 @@ import torch
 
 from transformer_fam.hf.loading import load_model
 from transformer_fam.hf.lora import load_lora
-from transformer_fam.hf.smollm2 import BUNDLED_DIR, SHAPE_KEYS, bundled_names, smollm2
+from transformer_fam.hf.smollm2 import BUNDLED_DIR, bundled_names, bundled_shape, smollm2
 
 FOLDER = BUNDLED_DIR / "smollm2-fam"
 
@@ -17,13 +17,13 @@ FOLDER = BUNDLED_DIR / "smollm2-fam"
 def test_smollm2_fam_ships_small_and_loads_offline():
     assert "smollm2-fam" in bundled_names()
     assert sum(p.stat().st_size for p in FOLDER.iterdir()) <= 20 * 2**20  # issue 13: <= 20 MB
-    shape = json.loads((FOLDER / "fam.json").read_text())
+    shape = bundled_shape(json.loads((FOLDER / "fam.json").read_text()))  # the shape and the options used
     model, tokenizer = load_model("smollm2-fam", dtype="float32")
-    for key in SHAPE_KEYS:
-        assert getattr(model.config, key) == shape[key]
+    for key, value in shape.items():
+        assert getattr(model.config, key) == value
     assert tokenizer.decode(tokenizer("The pass key is 12345.")["input_ids"]) == "The pass key is 12345."
     # the merged model computes what the unmerged adapter on a fresh conversion computes
-    base = smollm2(**{k: shape[k] for k in SHAPE_KEYS})
+    base = smollm2(**shape)
     reference = load_lora(base, FOLDER)
     ids = torch.randint(0, model.config.vocab_size, (1, 300), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -31,7 +31,7 @@ def test_smollm2_fam_ships_small_and_loads_offline():
     torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0)
     assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.99
     # and the adapter is not a no-op: the converted model without it differs
-    plain = smollm2(**{k: shape[k] for k in SHAPE_KEYS})
+    plain = smollm2(**shape)
     with torch.no_grad():
         assert (plain(input_ids=ids).logits - ours).abs().max() > 1.0
     bswa, _ = load_model("smollm2-fam", attention_mode="bswa", dtype="float32")

@@ -178,7 +178,7 @@ def test_converted_smollm2_shape_closed_gate_equals_bswa():
 def test_converted_write_gate_starts_as_the_paper_form_and_trains_saves_and_loads(tmp_path):
     """Option O4 on a converted checkpoint: the write gate is a new parameter, zero at conversion (logits
     equal the paper-form conversion), LoRA trains it in the "gates" group at gate_lr, and save_lora /
-    load_lora round-trip it (a folder without it leaves it at zero)."""
+    load_lora round-trip it (a folder without it leaves it at zero; a gated folder on an ungated model is refused)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from transformer_fam import from_hf
@@ -219,5 +219,10 @@ def test_converted_write_gate_starts_as_the_paper_form_and_trains_saves_and_load
         save_lora(apply_lora(convert(), rank=2), tmp_path / "paper")  # a paper-form adapter: no gate
         older = load_lora(convert(fam_write_gate=True), tmp_path / "paper")
         assert all((g == 0).all() for g in write_gates(older).values())
+    # the gated folder on a model without the option: refused, not silently loaded without its gates
+    with pytest.raises(ValueError, match=r"fam_prompt.safetensors: holds gates the model lacks "
+                                         r"\(layers.0.fam_write_gate.bias, 4 in all\); convert the model with "
+                                         r"fam_write_gate=True"):
+        load_lora(convert(), tmp_path / "a")
     with pytest.raises(ValueError, match="fam_write_gate=True: acts on the FAM only"):
         recipe_from_dict({"attention_mode": "bswa", "fam_write_gate": True})

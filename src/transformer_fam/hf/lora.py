@@ -114,7 +114,13 @@ def load_lora(model, folder, is_trainable: bool = False):
         with torch.no_grad():
             prompt.copy_(saved)
         prompt.requires_grad_(is_trainable)
-        for name, gate in fam_gates(peft_model).items():  # a gate the folder lacks keeps its initial value
+        gates = fam_gates(peft_model)
+        extra = sorted(n for n in tensors if n != "fam_prompt" and n not in gates)
+        if extra:  # dropping them would silently load another model than the one trained
+            option = "fam_write_gate" if ".fam_write_gate." in extra[0] else "fam_read_gate"
+            raise ValueError(f"{prompt_file}: holds gates the model lacks ({extra[0]}, {len(extra)} in all); "
+                             f"convert the model with {option}=True")
+        for name, gate in gates.items():  # a gate the folder lacks keeps its initial value
             if name in tensors:
                 with torch.no_grad():
                     gate.copy_(tensors[name])

@@ -32,6 +32,7 @@ from .convert import check_overrides, convert_checkpoint, reset_fam_gates, init_
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SHAPE_KEYS = ("attention_mode", "block_size", "mem_segments", "fam_length")
+OPTION_KEYS = ("fam_read_gate", "fam_center", "fam_write_gate")  # in fam.json when the fine-tune used them
 
 
 def smollm2_gguf_path() -> Path:
@@ -100,6 +101,12 @@ def bundled_names() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "fam.json").is_file())
 
 
+def bundled_shape(meta: dict) -> dict:
+    """The conversion arguments of a bundled model's ``fam.json``: its shape and the options it was
+    fine-tuned with (absent options are off, the paper's form)."""
+    return {**{k: meta[k] for k in SHAPE_KEYS}, **{k: bool(meta[k]) for k in OPTION_KEYS if k in meta}}
+
+
 def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.dtype | None = None):
     """A bundled fine-tune (``bundled_names()``) as a FamForCausalLM: SmolLM2-135M-Instruct converted
     to the shape in its ``fam.json``, its LoRA adapter and FAM prompt loaded and merged (a few seconds).
@@ -111,7 +118,7 @@ def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.d
                                 f"{', '.join(bundled_names()) or 'none'})")
     folder = BUNDLED_DIR / name
     meta = json.loads((folder / "fam.json").read_text())
-    base = smollm2(**{k: meta[k] for k in SHAPE_KEYS}, dtype=torch.float32)
+    base = smollm2(**bundled_shape(meta), dtype=torch.float32)
     model = merge_lora(load_lora(base, folder))
     model.requires_grad_(False)
     if attention_mode is not None:
