@@ -1,6 +1,7 @@
-"""What several test modules share: tiny models, token ids, a word tokenizer, tiny HF models and a
-tiny training recipe. Test modules import this module, never each other."""
+"""What several test modules share: tiny models, token ids, a word tokenizer, tiny HF models, a
+tiny training recipe and its metrics. Test modules import this module, never each other."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -101,3 +102,8 @@ def tiny_recipe(tmp_path: Path, **kw) -> dict:
                   lr=3e-3, warmup_steps=2, progress=False, tensorboard=False, out_dir=str(tmp_path / "run"))
     values.update(kw)
     return values
+
+
+def read_metrics(out_dir) -> list[dict]:
+    """The records a training run logged to ``out_dir/metrics.jsonl``, in order."""
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]

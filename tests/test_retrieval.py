@@ -2,13 +2,12 @@
 (training/retrieval.py): the data's geometry, the retrieval heads against HF's own attention
 weights, the losses the trainer logs, and an exact resume with the training-only probe."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import hf_tiny, tiny_recipe
+from helpers import hf_tiny, read_metrics, tiny_recipe
 from transformer_fam.core.model import FamForCausalLM
 from transformer_fam.data.passkey import passkey_tokenizer
 from transformer_fam.training.recipe import recipe_from_dict
@@ -120,7 +119,7 @@ def test_trainer_logs_the_supervision_losses_of_its_first_batch(tmp_path):
     assert set(want) == {"read", "write", "probe"} and all(v > 0 for v in want.values())
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainer.run() == 0
-    first = json.loads((Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    first = read_metrics(values["out_dir"])[0]
     for k, v in want.items():
         assert first[k] == pytest.approx(v, rel=1e-4)
     moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
@@ -138,8 +137,7 @@ def test_resume_with_the_probe_is_exact(tmp_path):
     assert Trainer(rest, resume=True).run() == 0
 
     def losses(values):
-        lines = (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()
-        return [r[k] for r in map(json.loads, lines) for k in ("step", "loss", "read", "write", "probe")]
+        return [r[k] for r in read_metrics(values["out_dir"]) for k in ("step", "loss", "read", "write", "probe")]
 
     assert losses(half) == pytest.approx(losses(whole), rel=1e-6)
 
@@ -218,7 +216,7 @@ def test_text_mixed_batches_alternate_and_carry_full_targets(tmp_path):
             trainer.model(input_ids=batches.batch(0)[0])
             sup = {k: float(v) for k, v in trainer.supervision.losses(reader, writer, ids, answer).items()}
     assert trainer.run() == 0
-    first = json.loads((Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    first = read_metrics(values["out_dir"])[0]
     assert first["loss"] == pytest.approx(sum(want) / 2, rel=1e-4)
     assert (first["answer_loss"], first["text_loss"]) == pytest.approx(want, rel=1e-4)
     for k, v in sup.items():  # the retrieval batch's supervision only, averaged over the 2 micro-batches

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_recipe as tiny
+from helpers import read_metrics, tiny_recipe as tiny
 from transformer_fam.training.recipe import PRESETS, Recipe, load_recipe, parse_overrides, preset_config, recipe_from_dict
 from transformer_fam.training.trainer import Trainer
 from transformer_fam.training.setup import lr_factor
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def losses(out_dir) -> list[float]:
-    return [json.loads(line)["loss"] for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in read_metrics(out_dir)]
 
 
 def train_inproc(values: dict, resume=False) -> int:
@@ -136,7 +136,7 @@ def test_train_writes_metrics_checkpoints_and_loadable_final(tmp_path):
     values = tiny(tmp_path, keep_last_n=2, rsp_prob=0.5, random_position_offset=True)
     assert train_inproc(values) == 0
     out = Path(values["out_dir"])
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(out)
     assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 and r["tokens"] == 4 * 32 for r in recs)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000004", "step-00000006"]

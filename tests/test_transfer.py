@@ -1,13 +1,10 @@
 """Attention transfer (training/transfer.py): the teacher is the original checkpoint, the loss is
 each student layer's error on the teacher's inputs, and the trainer logs exactly that loss."""
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
-from helpers import hf_ids, hf_tiny, tiny_recipe
+from helpers import hf_ids, hf_tiny, read_metrics, tiny_recipe
 from transformer_fam import from_hf
 from transformer_fam.hf.lora import apply_lora
 from transformer_fam.training.recipe import recipe_from_dict
@@ -83,17 +80,13 @@ def _lora_trainer(tmp_path, **kw):
     return Trainer(recipe_from_dict(values)), values
 
 
-def _records(values) -> list[dict]:
-    return [json.loads(line) for line in (Path(values["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_trainer_logs_the_transfer_loss_of_its_first_batch(tmp_path):
     trainer, values = _lora_trainer(tmp_path, transfer_weight=1.0, lm_weight=0.0)
     inputs, _ = trainer.batches.batch(0)
     with torch.no_grad():
         want = transfer_loss(trainer.fam, teacher_hidden_states(trainer.model, inputs)).item()
     assert trainer.run() == 0
-    records = _records(values)
+    records = read_metrics(values["out_dir"])
     first = next(r for r in records if r.get("step") == 1)
     assert first["transfer"] == pytest.approx(want, rel=1e-4)
     assert all(r["transfer"] > 0 for r in records if "transfer" in r)
@@ -150,7 +143,7 @@ def test_trainer_logs_the_distillation_of_its_first_batch(tmp_path):
     with torch.no_grad():
         want = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
     assert trainer.run() == 0
-    records = _records(values)
+    records = read_metrics(values["out_dir"])
     assert records[0]["distill"] == pytest.approx(want, rel=1e-4)
     with torch.no_grad():  # the only loss: two AdamW steps lowered it
         after = distill_loss(trainer.model(input_ids=inputs).logits, teacher_logits(trainer.model, inputs), 4).item()
@@ -172,7 +165,7 @@ def test_text_prefix_trains_the_rows_end_from_the_state_its_prefix_leaves(tmp_pa
         fresh = next_token_loss(trainer.model(input_ids=inputs[:, 24:]).logits, targets[:, 24:], shift=False).item()
     assert abs(fresh - want_lm) > 1e-3  # the carried state matters: a fresh start would be another loss
     assert trainer.run() == 0
-    records = _records(values)
+    records = read_metrics(values["out_dir"])
     assert records[0]["loss"] == pytest.approx(want_lm, rel=1e-4)
     assert records[0]["distill"] == pytest.approx(want_kl, rel=1e-4)
     assert records[0]["tokens"] == 4 * 40
