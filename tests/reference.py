@@ -32,12 +32,13 @@ def rope(x, positions, theta):
 
 
 def attend(q, k, v, allowed):
-    """q (Tq, H, hd), k/v (Tk, Hk, hd), allowed (Tq, Tk) bool -> (Tq, H*hd). Explicit softmax."""
+    """q (Tq, H, hd), k/v (Tk, Hk, hd), allowed (Tq, Tk) or per head (H, Tq, Tk) bool -> (Tq, H*hd).
+    Explicit softmax."""
     H, Hk, hd = q.shape[1], k.shape[1], q.shape[2]
     k = k.repeat_interleave(H // Hk, dim=1)
     v = v.repeat_interleave(H // Hk, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd)
-    scores = scores.masked_fill(~allowed[None], float("-inf"))
+    scores = scores.masked_fill(~(allowed if allowed.dim() == 3 else allowed[None]), float("-inf"))
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(q.shape[0], H * hd)
 
 
@@ -144,6 +145,11 @@ def reference_fam(model, ids):
             allowed = torch.zeros(n, n_mem + Fl + n, dtype=torch.bool)
             allowed[:, : n_mem + Fl] = True
             allowed[:, n_mem + Fl:] = torch.ones(n, n, dtype=torch.bool).tril()
+            if getattr(c, "fam_read_heads", None) is not None:  # option O5 (not the paper): listed heads read
+                readers = {h for lay, h in c.fam_read_heads if lay == i}
+                allowed = allowed[None].repeat(layer.H, 1, 1)
+                for h in set(range(layer.H)) - readers:
+                    allowed[h, :, n_mem: n_mem + Fl] = False
             x_out = layer.out(attend(q, mk, mv, allowed), x)
             if n == L:  # a complete block updates the FAM; a partial one does not
                 af = attend(qf, torch.cat([kf, k]), torch.cat([vf, v]), torch.ones(Fl, Fl + n, dtype=torch.bool))

@@ -1,6 +1,7 @@
 """`fam eval ppl`: streamed per-position metrics equal one unchunked forward; buckets; the CLI."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -64,3 +65,30 @@ def test_cli_buckets_and_the_fam_reset_ablation(tmp_path):
     assert abs(fam["0-8"]["loss"] - reset["0-8"]["loss"]) < 1e-5  # block 0 reads the initial FAM anyway
     assert abs(fam["64+"]["loss"] - reset["64+"]["loss"]) > 1e-4  # later blocks lose what the FAM carried
     assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--buckets", "5,10"]) == 2
+
+
+def test_cli_fam_read_heads_restricts_the_fam_modes(tmp_path, capsys):
+    """Option O5 on the command line: --fam-read-heads gives the numbers of the model whose config
+    lists those heads (fam mode), leaves bswa alone, and a bad value is one clear line."""
+    from transformer_fam.evaluation.perplexity import load_texts
+
+    text = _model_and_text(tmp_path)
+    assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "bswa,fam",
+                 "--fam-read-heads", "1.2,1.0", "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "ppl.json").read_text())
+    assert rec["fam_read_heads"] == [[1, 2], [1, 0]]
+    model = tiny("fam")
+    ids = load_texts(str(text), passkey_tokenizer())
+    model.config.fam_read_heads = [[1, 2], [1, 0]]
+    want = evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"]
+    got = rec["modes"]["fam"]["0-4k"]["loss"]
+    assert got == pytest.approx(want, abs=1e-5)
+    model.config.fam_read_heads = None
+    assert abs(evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"] - got) > 1e-4
+    for bad, why in (("1-2", "'1-2' is not LAYER.HEAD"), ("5.0", r"\[5, 0\] is outside the model's 2 layers")):
+        assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text),
+                     "--fam-read-heads", bad, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and last.startswith("fam") and "--fam-read-heads" in last, err
+        assert re.search(why, last), last

@@ -202,6 +202,55 @@ def test_write_gate_trains():
         tiny("fam", L=8, m=1, F=3, fam_write_gate=1)
 
 
+@pytest.mark.parametrize("T", [32, 29])
+def test_read_heads_equal_algorithm2_with_only_those_heads_reading(T):
+    """Option O5: with fam_read_heads, the training, inference and streamed paths equal Algorithm 2
+    in which only the listed heads see the FAM columns; a layer without readers is its BSWA form;
+    listing every head is the paper's form exactly."""
+    model = tiny("fam", L=8, m=1, F=3, fam_read_heads=[[1, 0], [1, 3]])
+    ids = ids_for(model, 2, T)
+    logits = _paths_equal_reference(model, ids)
+    paper = tiny("fam", L=8, m=1, F=3)
+    assert (paper(ids).logits - logits).abs().max() > 1e-3
+    bswa = tiny("bswa", L=8, m=1)
+    bswa.load_state_dict(model.state_dict(), strict=False)
+    layer0 = model(ids, output_hidden_states=True).hidden_states[1]  # layer 0 has no reader
+    torch.testing.assert_close(layer0, bswa(ids, output_hidden_states=True).hidden_states[1], atol=1e-6, rtol=0)
+    assert (model(ids).logits - bswa(ids).logits).abs().max() > 1e-3
+    model.config.fam_read_heads = [[lay, h] for lay in range(2) for h in range(4)]  # read at run time
+    torch.testing.assert_close(model(ids).logits, paper(ids).logits, atol=1e-6, rtol=0)
+
+
+def test_read_heads_with_the_read_gate_close_the_other_heads_gates():
+    """Options O5 + O2: heads outside fam_read_heads keep gate 0 whatever g holds, so the model
+    equals O2 alone with those heads' g set to 0."""
+    g = torch.Generator().manual_seed(3)
+    both = tiny("fam", L=8, m=1, F=3, fam_read_gate=True, fam_read_heads=[[0, 2], [1, 1]])
+    with torch.no_grad():
+        for layer in both.model.layers:
+            layer.self_attn.fam_gate.copy_(torch.randn(4, generator=g))
+    gate_only = tiny("fam", L=8, m=1, F=3, fam_read_gate=True)
+    gate_only.load_state_dict(both.state_dict())
+    with torch.no_grad():
+        for i, layer in enumerate(gate_only.model.layers):
+            keep = torch.zeros(4)
+            keep[2 if i == 0 else 1] = 1
+            layer.self_attn.fam_gate.mul_(keep)
+    ids = ids_for(both, 2, 29)
+    torch.testing.assert_close(both(ids).logits, gate_only(ids).logits, atol=TOL, rtol=0)
+    with torch.no_grad():
+        streamed, _ = _stream(both, ids, [3, 11, 12, 20])
+    torch.testing.assert_close(streamed, gate_only(ids).logits, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("heads,why", [
+    ([], "non-empty"), ([[0, 4]], "outside"), ([[2, 0]], "outside"), ([[0]], "pair"), ([[0, 1.0]], "pair"),
+    ("0.1", "non-empty list"), ([[True, 1]], "pair")])
+def test_read_heads_are_checked(heads, why):
+    with pytest.raises(ValueError, match=f"fam_read_heads.*{why}"):
+        tiny("fam", L=8, m=1, F=3, fam_read_heads=heads)
+
+
 def test_fam_center_needs_two_slots():
     with pytest.raises(ValueError, match="fam_center"):
         tiny("fam", L=8, m=1, F=1, fam_center=True)

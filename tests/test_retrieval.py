@@ -292,3 +292,39 @@ def test_mix_and_adapter_keys_are_checked(tmp_path, changes, message):
 def test_retrieval_keys_need_retrieval_data(tmp_path):
     with pytest.raises(ValueError, match="retrieval_text='milton': needs data=passkey-retrieval"):
         recipe_from_dict(tiny_recipe(tmp_path, retrieval_text="milton"))
+
+
+def test_fam_read_heads_retrieval_restricts_reads_to_the_supervised_heads(tmp_path):
+    """Option O5 with fam_read_heads=retrieval: the heads the supervision finds are the only FAM
+    readers during training, and the saved final model keeps them."""
+    from transformer_fam.training.trainer import Trainer
+
+    values = _values(tmp_path, fam_read_heads="retrieval", max_steps=2)
+    trainer = Trainer(recipe_from_dict(values))
+    heads = [list(h) for h in trainer.supervision.heads]
+    assert trainer.fam.config.fam_read_heads == heads and len(heads) == 2
+    assert trainer.run() == 0
+    final = FamForCausalLM.from_pretrained(Path(values["out_dir"]) / "final").eval()
+    assert final.config.fam_read_heads == heads
+    ids = torch.randint(0, final.config.vocab_size, (1, 3 * L))
+    restricted = final(ids).logits
+    final.config.fam_read_heads = None  # every head reads: another model
+    assert (final(ids).logits - restricted).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fam_read_heads": "retrieval", "read_weight": 0.0, "write_weight": 0.0}, "fam_read_heads=retrieval: names"),
+    ({"fam_read_heads": "17:3"}, r"fam_read_heads='17:3': '17:3' is not LAYER.HEAD"),
+    ({"fam_read_heads": "0.1", "attention_mode": "bswa", "read_weight": 0.0, "write_weight": 0.0,
+      "probe_weight": 0.0}, "fam_read_heads=0.1: acts on the FAM only"),
+])
+def test_fam_read_heads_recipe_key_is_checked(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_from_dict({**_values(tmp_path), **changes})
+
+
+def test_fam_read_heads_outside_the_model_is_one_clear_error(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    with pytest.raises(ValueError, match=r"fam_read_heads=\[\[7, 0\]\]: \[7, 0\] is outside the model's 2 layers"):
+        Trainer(recipe_from_dict(_values(tmp_path, fam_read_heads="7.0")))

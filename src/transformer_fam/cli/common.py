@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.config import parse_read_heads
 from ..errors import UserError
 
 
@@ -33,3 +34,27 @@ def float_list(option: str, text: str, lo: float, hi: float) -> list[float]:
     if not values or not all(lo <= v <= hi for v in values):
         raise UserError(f"{option} {text}: values must lie in [{lo:g}, {hi:g}]")
     return values
+
+
+def read_heads_argument(option: str, text: str | None):
+    """``--fam-read-heads`` parsed before any model is loaded: None when not given, "all" for every
+    head (the paper), else the [layer, head] pairs (option O5); a UserError naming ``option``."""
+    if text is None or text.strip() == "all":
+        return text and "all"
+    try:
+        return parse_read_heads(text)
+    except ValueError as err:
+        raise UserError(f"{option} {text}: {err}") from None
+
+
+def restrict_fam_reads(model, option: str, heads) -> None:
+    """Apply a parsed ``--fam-read-heads`` (``read_heads_argument``) to a loaded model in fam mode."""
+    if heads is None:
+        return
+    if model.config.attention_mode != "fam":
+        raise UserError(f"{option}: acts on the FAM, but the model runs in {model.config.attention_mode} mode")
+    model.config.fam_read_heads = None if heads == "all" else heads
+    try:
+        model.config._validate()
+    except ValueError as err:
+        raise UserError(f"{option}: {err}") from None

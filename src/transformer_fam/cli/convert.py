@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.config import parse_read_heads
+from ..errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help='a Hugging Face folder, a GGUF file, or "smollm2" (offline SmolLM2-135M-Instruct)')
@@ -24,8 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fam-write-gate", action="store_true",
                         help="option (not the paper): a learned gate on each FAM increment, zero-initialised "
                              "(the paper's update until fine-tuning moves it)")
+    parser.add_argument("--fam-read-heads", default=None, metavar="HEADS",
+                        help="option (not the paper): only these query heads read the FAM, LAYER.HEAD comma "
+                             "separated (e.g. 17.3,18.6); the others attend as in BSWA")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="parameter dtype (default: the source's; float32 for GGUF)")
+
+
+def _read_heads(text: str) -> list | None:
+    try:
+        return parse_read_heads(text)
+    except ValueError as err:
+        raise UserError(f"--fam-read-heads {text}: {err}") from None
 
 
 def run(args) -> int:
@@ -38,7 +51,8 @@ def run(args) -> int:
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
             mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
             **({"fam_read_gate": True} if args.fam_read_gate else {}),
-            **({"fam_write_gate": True} if args.fam_write_gate else {}))
+            **({"fam_write_gate": True} if args.fam_write_gate else {}),
+            **({"fam_read_heads": _read_heads(args.fam_read_heads)} if args.fam_read_heads else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
     return 0

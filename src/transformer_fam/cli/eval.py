@@ -14,7 +14,10 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .common import add_dtype_argument, float_list, int_list
+from .common import add_dtype_argument, float_list, int_list, read_heads_argument, restrict_fam_reads
+
+READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
+                   "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pk.add_argument("--fam-reset", action="store_true",
                     help="ablation: every block reads the initial FAM instead of the previous block's (is the "
                     "memory used?)")
+    pk.add_argument("--fam-read-heads", default=None, metavar="HEADS", help=READ_HEADS_HELP)
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
@@ -49,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="position bucket edges, comma separated, starting at 0 (the last bucket is open)")
     ppl.add_argument("--max-tokens", type=int, default=None, help="cut each text after this many tokens")
     ppl.add_argument("--chunk-tokens", type=int, default=None, help="tokens per streamed call (default 4 blocks)")
+    ppl.add_argument("--fam-read-heads", default=None, metavar="HEADS",
+                     help=READ_HEADS_HELP + "; applies to the fam and fam-reset modes")
     ppl.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     ppl.add_argument("--threads", type=int, default=None)
     add_dtype_argument(ppl)
@@ -83,7 +89,9 @@ def run_passkey(args) -> int:
     depths = float_list("--depths", args.depths, 0.0, 1.0) if args.depths else None
     if args.samples < 1 or args.batch_size < 1:
         raise UserError("--samples / --batch-size: must be >= 1")
+    heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype)
+    restrict_fam_reads(model, "--fam-read-heads", heads)
     if args.fam_reset:
         from ..evaluation.ablation import FamResetEachBlock
 
@@ -104,6 +112,7 @@ def run_passkey(args) -> int:
         print(format_table({f"depth {d}": row for d, row in results.items()}))
         plot_heatmap(results, out / "passkey.png", f"PassKey: {name}")
     record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
+              "fam_read_heads": model.config.fam_read_heads,
               "samples": args.samples,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
@@ -125,10 +134,14 @@ def run_ppl(args) -> int:
         buckets = make_buckets(int_list("--buckets", args.buckets))
     except ValueError as err:
         raise UserError(f"--buckets {args.buckets}: {err}") from None
+    heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     out = _out_dir(args)
-    results, t0, texts = {}, time.time(), None
+    results, t0, texts, read_heads_used = {}, time.time(), None, None
     for mode in modes:
         model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype)
+        if mode != "bswa" and mode != "full":
+            restrict_fam_reads(model, "--fam-read-heads", heads)
+            read_heads_used = model.config.fam_read_heads
         if mode == "fam-reset":
             from ..evaluation.ablation import FamResetEachBlock
 
@@ -142,7 +155,7 @@ def run_ppl(args) -> int:
         results[mode] = evaluate_texts(model, texts, chunk, buckets=buckets)
     print(format_ppl_table(results))
     plot_ppl(results, out / "ppl.png", f"{Path(args.model).name} on {Path(args.data).name}")
-    record = {"model": str(args.model), "data": args.data, "texts": len(texts), "buckets": [b[2] for b in buckets],
+    record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used, "texts": len(texts), "buckets": [b[2] for b in buckets],
               "tokens": sum(len(ids) for _, ids in texts), "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out / 'ppl.json'} and {out / 'ppl.png'}")

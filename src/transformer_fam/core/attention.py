@@ -72,7 +72,8 @@ def _from_blocks(out: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
 
 def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
                      fam_k: torch.Tensor | None, fam_v: torch.Tensor | None,
-                     plan: BlockPlan, backend: str = "auto", fam_gate: torch.Tensor | None = None) -> torch.Tensor:
+                     plan: BlockPlan, backend: str = "auto", fam_gate: torch.Tensor | None = None,
+                     fam_readers: torch.Tensor | None = None) -> torch.Tensor:
     """Block sliding window attention, optionally with the previous FAM of each block (rules M2, M3).
 
     Args:
@@ -83,9 +84,19 @@ def window_attention(q: torch.Tensor, k_seq: torch.Tensor, v_seq: torch.Tensor,
         backend: "auto", "sdpa" or "cpu_split" (see ``choose_backend``).
         fam_gate: None (the paper: the FAM keys join the block's softmax), or (H,) gate values
             tanh(g): the read-gate option (O2), ``out = bswa(q) + fam_gate * softmax-read of the FAM``.
+        fam_readers: None (every head reads the FAM), or (H,) bool: option O5, only these heads
+            read it; the others' output is the BSWA one (with O2: their gate is held at 0).
     Returns:
         (B, H, T, hd)
     """
+    if fam_readers is not None and fam_k is not None:
+        if fam_gate is not None:  # O2 already splits the FAM read from the block's: close the others' gates
+            return window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, backend, fam_gate * fam_readers.to(fam_gate.dtype))
+        bswa = window_attention(q, k_seq, v_seq, None, None, plan.without_fam, backend)
+        if not fam_readers.any():
+            return bswa
+        with_fam = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, backend)
+        return torch.where(fam_readers[None, :, None, None], with_fam, bswa)
     if fam_gate is not None and fam_k is not None:
         out = window_attention(q, k_seq, v_seq, None, None, plan.without_fam, backend)
         return out + fam_gate.to(out.dtype)[None, :, None, None] * fam_read(q, fam_k, fam_v, plan)

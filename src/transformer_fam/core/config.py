@@ -8,6 +8,20 @@ ATTENTION_MODES = ("full", "bswa", "fam")
 BACKENDS = ("auto", "sdpa", "cpu_split")  # core/attention.py
 
 
+def parse_read_heads(text: str) -> list[list[int]] | None:
+    """'17.3,18.6' -> [[17, 3], [18, 6]] (LAYER.HEAD pairs, option O5's ``fam_read_heads``);
+    '' or 'all' -> None (every head reads the FAM, the paper). ValueError on anything else."""
+    if text.strip() in ("", "all"):
+        return None
+    pairs = []
+    for item in (x.strip() for x in text.split(",")):
+        layer, dot, head = item.partition(".")
+        if not (dot and layer.isdigit() and head.isdigit()):
+            raise ValueError(f"{item!r} is not LAYER.HEAD; give e.g. 17.3,18.6 (or all)")
+        pairs.append([int(layer), int(head)])
+    return pairs
+
+
 class FamConfig(PretrainedConfig):
     """Configuration of a FamForCausalLM.
 
@@ -48,6 +62,13 @@ class FamConfig(PretrainedConfig):
             training moves them). A closed gate leaves a slot unchanged, so a memory can hold still
             over filler instead of drifting with every block. The zero-residual first update is
             not gated.
+        fam_read_heads: ``None`` (the paper: every head of every layer reads the FAM, default) or
+            a list of ``[layer, head]`` pairs, an option that departs from the paper (O5): only
+            those query heads read the FAM; every other head attends to its memory and current
+            block only, exactly as in BSWA. The FAM itself is still updated in every layer (the
+            write side is unchanged). DuoAttention's split into retrieval and streaming heads: a
+            converted model whose memory is taught to a few retrieval heads leaves the rest of
+            the model its BSWA form. Read at run time, so it may be set on a built model.
     """
 
     model_type = "fam"
@@ -84,6 +105,7 @@ class FamConfig(PretrainedConfig):
     fam_read_gate: bool = False
     fam_center: bool = False
     fam_write_gate: bool = False
+    fam_read_heads: list | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -132,6 +154,7 @@ class FamConfig(PretrainedConfig):
             bad("fam_center", "must be true or false")
         if not isinstance(self.fam_write_gate, bool):
             bad("fam_write_gate", "must be true or false")
+        self._validate_read_heads()
         if self.fam_center and self.attention_mode == "fam" and self.fam_length < 2:
             bad("fam_center", "needs fam_length >= 2 (one centred vector is zero)")
         if self.rope_theta <= 0:
@@ -141,3 +164,25 @@ class FamConfig(PretrainedConfig):
             if kind not in ("default", "linear", "llama3"):
                 bad("rope_scaling", "supported rope_type values are default, linear, llama3")
 
+    def _validate_read_heads(self) -> None:
+        heads = self.fam_read_heads
+        if heads is None:
+            return
+        where = f"FamConfig.fam_read_heads={heads!r}"
+        if not isinstance(heads, (list, tuple)) or not heads:
+            raise ValueError(f"{where}: must be None (every head reads the FAM) or a non-empty list of [layer, head]")
+        for pair in heads:
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+                raise ValueError(f"{where}: {pair!r} is not a [layer, head] pair of integers")
+            layer, head = pair
+            if not 0 <= layer < self.num_hidden_layers or not 0 <= head < self.num_attention_heads:
+                raise ValueError(f"{where}: [{layer}, {head}] is outside the model's "
+                                 f"{self.num_hidden_layers} layers x {self.num_attention_heads} heads")
+
+    def fam_readers(self, layer: int) -> list[int] | None:
+        """The query heads of ``layer`` that read the FAM: None for all (the paper), else a
+        sorted list, possibly empty (option O5, ``fam_read_heads``)."""
+        if self.fam_read_heads is None:
+            return None
+        return sorted({h for lay, h in self.fam_read_heads if lay == layer})

@@ -244,11 +244,22 @@ class FamDecoderLayer(nn.Module):
                 vs.append(fv)
             fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
             fam_v = torch.stack(vs[:nb], dim=2)
-        o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend, self.self_attn.read_gate())
+        o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend, self.self_attn.read_gate(),
+                             None if fam_k is None else self._readers(q.device))
         if not ctx.need_state:
             return o, WindowState(state.layout)
         done = plan.n_complete * L
         return o, WindowState.from_sequence(state.layout, k_seq, v_seq, fk, fv, done, c + T - done, fam, fq)
+
+    def _readers(self, device) -> torch.Tensor | None:
+        """Option O5 (FamConfig.fam_read_heads): a (H,) bool of this layer's query heads that read
+        the FAM, or None when all do (the paper). Read from the config at run time."""
+        heads = self.config.fam_readers(self.layer_idx)
+        if heads is None:
+            return None
+        readers = torch.zeros(self.self_attn.num_heads, dtype=torch.bool, device=device)
+        readers[heads] = True
+        return readers
 
     @torch.no_grad()
     def _decode_in_place(self, q, k, v, state: WindowState, ctx: StepContext):
@@ -260,9 +271,15 @@ class FamDecoderLayer(nn.Module):
         keys, values = state.visible_kv(c + T)
         mask = plan.mask[0, 0, :, : keys.shape[2]]  # (T, keys): memory slots not yet filled, causal rows
         gate = self.self_attn.read_gate() if ctx.mode == "fam" else None
+        readers = self._readers(q.device) if ctx.mode == "fam" else None
         if gate is not None:  # read-gate option (O2): the FAM columns leave this softmax, read on their own
             mask = mask.clone()
             mask[:, state.layout.fam] = False
+            if readers is not None:  # with O5 the other heads' gate is held at 0
+                gate = gate * readers.to(gate.dtype)
+        elif readers is not None:  # option O5: heads that do not read the FAM lose its columns
+            mask = mask[None].repeat(len(readers), 1, 1)
+            mask[~readers, :, state.layout.fam] = False
         o = decode_attention(q, keys, values, mask)
         if gate is not None:
             fk, fv = state.fam_kv()

@@ -117,8 +117,8 @@ class ReadRecorder:
 
         self._original = original = layers.window_attention
 
-        def recording(q, k_seq, v_seq, fam_k, fam_v, plan, backend="auto", fam_gate=None):
-            out = original(q, k_seq, v_seq, fam_k, fam_v, plan, backend, fam_gate)
+        def recording(q, k_seq, v_seq, fam_k, fam_v, plan, backend="auto", fam_gate=None, fam_readers=None):
+            out = original(q, k_seq, v_seq, fam_k, fam_v, plan, backend, fam_gate, fam_readers)
             self.calls.append(dict(q=q, k_seq=k_seq, v_seq=v_seq, fam_k=fam_k, fam_v=fam_v, plan=plan, out=out,
                                    gated=fam_gate is not None))
             return out

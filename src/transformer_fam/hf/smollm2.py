@@ -32,7 +32,7 @@ from .convert import check_overrides, convert_checkpoint, reset_fam_gates, init_
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SHAPE_KEYS = ("attention_mode", "block_size", "mem_segments", "fam_length")
-OPTION_KEYS = ("fam_read_gate", "fam_center", "fam_write_gate")  # in fam.json when the fine-tune used them
+OPTION_KEYS = ("fam_read_gate", "fam_center", "fam_write_gate", "fam_read_heads")  # in fam.json when used
 
 
 def smollm2_gguf_path() -> Path:
@@ -104,7 +104,7 @@ def bundled_names() -> list[str]:
 def bundled_shape(meta: dict) -> dict:
     """The conversion arguments of a bundled model's ``fam.json``: its shape and the options it was
     fine-tuned with (absent options are off, the paper's form)."""
-    return {**{k: meta[k] for k in SHAPE_KEYS}, **{k: bool(meta[k]) for k in OPTION_KEYS if k in meta}}
+    return {**{k: meta[k] for k in SHAPE_KEYS}, **{k: meta[k] for k in OPTION_KEYS if k in meta}}
 
 
 def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.dtype | None = None):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ..core.config import parse_read_heads
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
@@ -77,6 +79,8 @@ class Recipe:
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
     fam_center: bool = False  # option, not the paper: FAM readers see it minus its mean over the F vectors
     fam_write_gate: bool = False  # option, not the paper: a learned gate on each FAM increment (zero init = paper)
+    fam_read_heads: str = ""  # option O5, not the paper: only these heads read the FAM ("17.3,18.6": LAYER.HEAD;
+    #                           "retrieval": the heads the retrieval supervision finds); "": every head (paper)
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
@@ -128,10 +132,19 @@ class Recipe:
         if self.fam_max_rms < 0:
             raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
         for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False),
-                         ("fam_center", False), ("fam_write_gate", False)):  # FAM-only switches
+                         ("fam_center", False), ("fam_write_gate", False), ("fam_read_heads", "")):  # FAM only
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
+        if self.fam_read_heads == "retrieval":
+            if self.read_weight <= 0 and self.write_weight <= 0:
+                raise ValueError("recipe key fam_read_heads=retrieval: names the heads the retrieval supervision "
+                                 "finds, which needs read_weight > 0 or write_weight > 0")
+        else:
+            try:
+                parse_read_heads(self.fam_read_heads)
+            except ValueError as err:
+                raise ValueError(f"recipe key fam_read_heads={self.fam_read_heads!r}: {err}") from None
         for key in ("transfer_weight", "lm_weight", "distill_weight", "distill_from"):
             if getattr(self, key) < 0:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 0")

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from ..core.config import FamConfig
+from ..core.config import FamConfig, parse_read_heads
 from ..core.model import FamForCausalLM
 from .recipe import PRESETS, Recipe
 
@@ -102,12 +102,18 @@ def build_tokenizer(recipe: Recipe):
     return load_tokenizer(spec)
 
 
+def _read_heads(recipe: Recipe) -> list | None:
+    """Option O5's heads as FamConfig wants them; "retrieval" is set once the supervision has found them."""
+    return None if recipe.fam_read_heads == "retrieval" else parse_read_heads(recipe.fam_read_heads)
+
+
 def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
     """The FamConfig of a from-scratch run: the preset's sizes, else the recipe's."""
     fam = dict(attention_mode=recipe.attention_mode, block_size=recipe.block_size,
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
                fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate,
-               fam_center=recipe.fam_center, fam_write_gate=recipe.fam_write_gate)
+               fam_center=recipe.fam_center, fam_write_gate=recipe.fam_write_gate,
+               fam_read_heads=_read_heads(recipe))
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -136,6 +142,8 @@ def build_model(recipe: Recipe, tokenizer):
                     fam_read_gate=recipe.fam_read_gate, fam_center=recipe.fam_center,
                     fam_write_gate=recipe.fam_write_gate)
     model.config.fam_max_rms = recipe.fam_max_rms or None
+    model.config.fam_read_heads = _read_heads(recipe)
+    model.config._validate()
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
                          f"vocab_size={model.config.vocab_size}")

@@ -85,6 +85,9 @@ class Trainer:
                                                  recipe.retrieval_heads,
                                                  recipe.read_weight, recipe.write_weight, recipe.probe_weight,
                                                  recipe.bf16, self.log)
+            if recipe.fam_read_heads == "retrieval":  # option O5: only the supervised heads read the FAM
+                self.fam.config.fam_read_heads = [list(h) for h in self.supervision.heads]
+                self.log("fam_read_heads: " + ",".join(f"{layer}.{h}" for layer, h in self.supervision.heads))
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
         self.model.train()
