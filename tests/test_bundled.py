@@ -51,3 +51,17 @@ def test_smollm2_fam_finds_a_pass_key_16x_beyond_its_window():
     window = (model.config.mem_segments + 1) * model.config.block_size
     acc = evaluate_passkey(model, tokenizer, [16 * window], samples=10, seed=1, progress=False)
     assert acc[str(16 * window)] >= 0.8
+
+
+def test_bundled_options_reach_the_conversion():
+    """fam.json may name the options a fine-tune used, list-valued ones included (O5's heads); the
+    conversion then builds the model with them, and absent options stay off (the paper)."""
+    meta = {"attention_mode": "fam", "block_size": 128, "mem_segments": 0, "fam_length": 16,
+            "fam_write_gate": True, "fam_read_heads": [[17, 3], [18, 6]], "trained_by": "someone"}
+    shape = bundled_shape(meta)
+    assert shape == {k: v for k, v in meta.items() if k != "trained_by"}
+    model = smollm2(**shape)
+    assert model.config.fam_read_heads == [[17, 3], [18, 6]] and model.model.layers[0].fam_write_gate is not None
+    assert model.config.fam_readers(17) == [3] and model.config.fam_readers(0) == []
+    assert smollm2(**bundled_shape({k: meta[k] for k in ("attention_mode", "block_size", "mem_segments",
+                                                          "fam_length")})).config.fam_read_heads is None
