@@ -103,6 +103,7 @@ def test_loading_into_another_model_names_the_mismatch(tmp_path):
                          (tiny("fam", L=4, m=1, F=2), "block_size=4"),
                          (tiny("fam", L=8, m=2, F=2), "mem_segments=2"),
                          (tiny("fam", L=8, m=1, F=2, fam_center=True), "fam_center=True"),
+                         (tiny("fam", L=8, m=1, F=2, fam_read_heads=[[1, 0]]), r"fam_read_heads=\[\[1, 0\]\]"),
                          (tiny("fam", L=8, m=1, F=2, seed=1), "other weights"),
                          (tiny("fam", L=8, m=1, F=2).to(torch.bfloat16), "runs in bfloat16")]:
         with pytest.raises(ValueError, match=field):

@@ -85,7 +85,8 @@ def test_cli_fam_read_heads_restricts_the_fam_modes(tmp_path, capsys):
     assert got == pytest.approx(want, abs=1e-5)
     model.config.fam_read_heads = None
     assert abs(evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"] - got) > 1e-4
-    for bad, why in (("1-2", "'1-2' is not LAYER.HEAD"), ("5.0", r"\[5, 0\] is outside the model's 2 layers")):
+    for bad, why in (("1-2", "'1-2' is not LAYER.HEAD"), ("5.0", r"\[5, 0\] is outside the model's 2 layers"),
+                     (" ", "empty")):
         assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text),
                      "--fam-read-heads", bad, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err

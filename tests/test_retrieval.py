@@ -323,6 +323,13 @@ def test_fam_read_heads_recipe_key_is_checked(tmp_path, changes, message):
         recipe_from_dict({**_values(tmp_path), **changes})
 
 
+def test_fam_read_heads_must_hold_the_supervised_heads(tmp_path):
+    from transformer_fam.training.trainer import Trainer
+
+    with pytest.raises(ValueError, match=r"fam_read_heads=0.0: lacks the supervised heads [\d., ]+; add them"):
+        Trainer(recipe_from_dict(_values(tmp_path, fam_read_heads="0.0")))
+
+
 def test_fam_read_heads_outside_the_model_is_one_clear_error(tmp_path):
     from transformer_fam.training.trainer import Trainer
 

@@ -39,6 +39,8 @@ def float_list(option: str, text: str, lo: float, hi: float) -> list[float]:
 def read_heads_argument(option: str, text: str | None):
     """``--fam-read-heads`` parsed before any model is loaded: None when not given, "all" for every
     head (the paper), else the [layer, head] pairs (option O5); a UserError naming ``option``."""
+    if text is not None and not text.strip():
+        raise UserError(f"{option}: empty; give LAYER.HEAD pairs (e.g. 17.3,18.6) or all")
     if text is None or text.strip() == "all":
         return text and "all"
     try:

@@ -38,10 +38,10 @@ from .state import FullState, LayerState, WindowLayout, WindowState
 STATE_FORMAT = "transformer-fam-state/1"
 _SHAPE_FIELDS = ("attention_mode", "block_size", "mem_segments", "fam_length", "num_hidden_layers", "hidden_size",
                  "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rope_scaling",
-                 "fam_max_rms", "fam_center", "fam_write_gate", "qk_norm", "qkv_bias", "attention_bias", "rms_norm_eps")
+                 "fam_max_rms", "fam_center", "fam_write_gate", "fam_read_heads", "qk_norm", "qkv_bias", "attention_bias", "rms_norm_eps")
 # fields added after the format was fixed, with the value a state saved before them implies: left
 # out of the fingerprint at that value, so such states still load
-_LATER_FIELDS = {"fam_center": False, "fam_write_gate": False}
+_LATER_FIELDS = {"fam_center": False, "fam_write_gate": False, "fam_read_heads": None}
 
 
 def model_fingerprint(model) -> str:

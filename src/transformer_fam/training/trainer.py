@@ -88,6 +88,12 @@ class Trainer:
             if recipe.fam_read_heads == "retrieval":  # option O5: only the supervised heads read the FAM
                 self.fam.config.fam_read_heads = [list(h) for h in self.supervision.heads]
                 self.log("fam_read_heads: " + ",".join(f"{layer}.{h}" for layer, h in self.supervision.heads))
+            elif self.fam.config.fam_read_heads is not None:
+                missing = set(self.supervision.heads) - {tuple(h) for h in self.fam.config.fam_read_heads}
+                if missing:  # the read loss would train attention onto FAM columns those heads never see
+                    raise ValueError(f"recipe key fam_read_heads={recipe.fam_read_heads}: lacks the supervised "
+                                     f"heads {', '.join(f'{a}.{b}' for a, b in sorted(missing))}; add them or "
+                                     "use fam_read_heads=retrieval")
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
         self.model.train()
@@ -122,8 +128,10 @@ class Trainer:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        # the FAM prompt goes unused on steps that start from a carried FAM (RSP, document mode)
-        unused = self.fam.config.attention_mode == "fam" and (r.rsp_prob > 0 or r.batching == "document")
+        # the FAM prompt goes unused on steps that start from a carried FAM (RSP, document mode); with
+        # option O5 a layer without readers updates a FAM nobody reads (its write gate gets no gradient)
+        unused = self.fam.config.attention_mode == "fam" and (r.rsp_prob > 0 or r.batching == "document"
+                                                               or bool(r.fam_read_heads))
         dev = [self.dist.device.index] if self.dist.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=dev, find_unused_parameters=unused)
 
