@@ -155,7 +155,8 @@ def run_ppl(args) -> int:
         results[mode] = evaluate_texts(model, texts, chunk, buckets=buckets)
     print(format_ppl_table(results))
     plot_ppl(results, out / "ppl.png", f"{Path(args.model).name} on {Path(args.data).name}")
-    record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used, "texts": len(texts), "buckets": [b[2] for b in buckets],
+    record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used,
+              "texts": len(texts), "buckets": [b[2] for b in buckets],
               "tokens": sum(len(ids) for _, ids in texts), "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out / 'ppl.json'} and {out / 'ppl.png'}")
