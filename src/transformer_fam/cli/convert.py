@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import parse_read_heads
 from ..errors import UserError
+from .common import read_heads_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parameter dtype (default: the source's; float32 for GGUF)")
 
 
-def _read_heads(text: str) -> list | None:
-    if not text.strip():
-        raise UserError("--fam-read-heads: empty; give LAYER.HEAD pairs (e.g. 17.3,18.6) or all")
-    try:
-        return parse_read_heads(text)
-    except ValueError as err:
-        raise UserError(f"--fam-read-heads {text}: {err}") from None
-
-
 def run(args) -> int:
     from ..hf.loading import convert
 
@@ -50,13 +41,14 @@ def run(args) -> int:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output folder exists and is not empty")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    if args.fam_read_heads is not None and args.attention_mode != "fam":
+    heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
+    if heads is not None and args.attention_mode != "fam":
         raise UserError(f"--fam-read-heads: acts on the FAM, but --mode is {args.attention_mode}")
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
             mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
             **({"fam_read_gate": True} if args.fam_read_gate else {}),
             **({"fam_write_gate": True} if args.fam_write_gate else {}),
-            **({"fam_read_heads": _read_heads(args.fam_read_heads)} if args.fam_read_heads is not None else {}))
+            **({"fam_read_heads": heads} if heads not in (None, "all") else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")
     return 0
