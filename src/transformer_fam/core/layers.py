@@ -257,9 +257,12 @@ class FamDecoderLayer(nn.Module):
         heads = self.config.fam_readers(self.layer_idx)
         if heads is None:
             return None
-        readers = torch.zeros(self.self_attn.num_heads, dtype=torch.bool, device=device)
-        readers[heads] = True
-        return readers
+        key = (tuple(heads), torch.device(device))
+        if getattr(self, "_readers_cache", (None,))[0] != key:  # built once, not on every forward
+            readers = torch.zeros(self.self_attn.num_heads, dtype=torch.bool, device=device)
+            readers[heads] = True
+            self._readers_cache = (key, readers)
+        return self._readers_cache[1]
 
     @torch.no_grad()
     def _decode_in_place(self, q, k, v, state: WindowState, ctx: StepContext):
