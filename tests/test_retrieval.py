@@ -11,7 +11,7 @@ from helpers import hf_tiny, read_metrics, tiny_recipe
 from transformer_fam.core.model import FamForCausalLM
 from transformer_fam.data.passkey import passkey_tokenizer
 from transformer_fam.training.recipe import recipe_from_dict
-from transformer_fam.training.retrieval import RetrievalBatches, parse_curriculum, retrieval_heads
+from transformer_fam.training.retrieval import RetrievalBatches, distant_heads, parse_curriculum, retrieval_heads
 
 L = 80  # a PassKey example without filler is 67 tokens with the word-level tokenizer
 
@@ -80,6 +80,53 @@ def test_retrieval_heads_match_hf_attention_weights():
     got = retrieval_heads(peft, ids, answer, data.key_digits, 3)
     assert [(layer, h) for _, layer, h in got] == [(layer, h) for _, layer, h in want[:3]]
     assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in want[:3]], abs=1e-5)
+
+
+@pytest.mark.parametrize("block, mem, sinks", [(8, 0, 4), (8, 1, 0), (6, 2, 3)])
+def test_distant_heads_match_hf_attention_weights(block, mem, sinks):
+    """The score of (layer, head): |o_cut - o_full|^2 / |o_full|^2 summed over the queries past the
+    window, o_cut the head's output with its full-attention weights cut to its memory blocks, its
+    own block and the sinks, renormalised; reference: HF's eager attention weights and the values
+    its v_proj writes, every head ranked."""
+    from transformer_fam import from_hf
+    from transformer_fam.hf.lora import apply_lora
+
+    hf = hf_tiny("smollm2-like", vocab_size=80)
+    hf.config._attn_implementation = "eager"
+    ids = torch.randint(0, 80, (2, 41), generator=torch.Generator().manual_seed(3))
+    peft = apply_lora(from_hf(hf, attention_mode="fam", block_size=block, mem_segments=mem, fam_length=3,
+                              dtype=torch.float32), rank=2, alpha=4)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # the heads come from the original model: adapters must not count
+        values = []
+        hooks = [layer.self_attn.v_proj.register_forward_hook(lambda m, i, o: values.append(o))
+                 for layer in hf.model.layers]
+        att = hf(ids, output_attentions=True).attentions
+        for h in hooks:
+            h.remove()
+    want, window = [], (mem + 1) * block
+    for layer, (a, v) in enumerate(zip(att, values)):
+        H = a.shape[1]
+        v = v.view(2, 41, -1, hf.config.hidden_size // H).transpose(1, 2)
+        v = v.repeat_interleave(H // v.shape[1], dim=1)
+        for h in range(H):
+            num = den = 0.0
+            for t in range(window, 41):
+                keep = torch.tensor([s < sinks or (t // block - mem) * block <= s <= t for s in range(41)])
+                w = a[:, h, t] * keep
+                full = torch.einsum("bs,bsd->bd", a[:, h, t], v[:, h])
+                cut = torch.einsum("bs,bsd->bd", w / w.sum(-1, keepdim=True), v[:, h])
+                num, den = num + float((cut - full).pow(2).sum()), den + float(full.pow(2).sum())
+            want.append((num / den, layer, h))
+    want.sort(reverse=True)
+    got = distant_heads(peft, ids, block, mem, len(want), sinks=sinks)
+    assert [(layer, h) for _, layer, h in got] == [(layer, h) for _, layer, h in want]
+    assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in want], rel=1e-4, abs=1e-7)
+    assert distant_heads(peft, ids, block, mem, 3, sinks=41)[0][0] == 0.0  # every key shown: nothing lost
+    with pytest.raises(ValueError, match="rows of 41 tokens never reach beyond the 48-token window"):
+        distant_heads(peft, ids, 16, 2, 3)
 
 
 def _base(tmp_path):
@@ -310,6 +357,41 @@ def test_fam_read_heads_retrieval_restricts_reads_to_the_supervised_heads(tmp_pa
     restricted = final(ids).logits
     final.config.fam_read_heads = None  # every head reads: another model
     assert (final(ids).logits - restricted).abs().max() > 1e-4
+
+
+def test_fam_read_distant_adds_the_distant_heads_to_the_readers(tmp_path):
+    """Option O5's fam_read_distant: the K heads distant_heads ranks first on the first text batch
+    join the supervised readers (no duplicates), during training and in the saved model; alone,
+    they are the only readers."""
+    from transformer_fam.training.trainer import Trainer
+
+    book = _book(tmp_path)
+    values = _values(tmp_path, fam_read_heads="retrieval", fam_read_distant=3, retrieval_text=str(book),
+                     grad_accum=2, seq_len=2 * L + 5, max_steps=2)
+    trainer = Trainer(recipe_from_dict(values))
+    ids, _ = trainer.batches.text.batch(0)
+    ranked = distant_heads(trainer.model, ids[:2], L, 0, 3)
+    supervised = [list(h) for h in trainer.supervision.heads]
+    want = supervised + [[layer, h] for _, layer, h in ranked if [layer, h] not in supervised]
+    assert trainer.fam.config.fam_read_heads == want
+    assert trainer.run() == 0
+    assert FamForCausalLM.from_pretrained(Path(values["out_dir"]) / "final").config.fam_read_heads == want
+    alone = Trainer(recipe_from_dict({**values, "out_dir": str(tmp_path / "alone"), "fam_read_heads": ""}))
+    assert alone.fam.config.fam_read_heads == [[layer, h] for _, layer, h in ranked]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fam_read_distant": -1}, "fam_read_distant=-1: must be >= 0"),
+    ({"fam_read_distant": 2}, "fam_read_distant=2: ranks the heads on text rows; set retrieval_text"),
+    ({"fam_read_distant": 2, "init": "scratch", "finetune": "full"}, "fam_read_distant=2: ranks the heads of the original"),
+    ({"fam_read_distant": 2, "retrieval_text": "milton", "grad_accum": 2, "seq_len": 80},
+     "fam_read_distant=2: rows of seq_len=80 never reach beyond the 80-token window"),
+    ({"fam_read_distant": 2, "attention_mode": "bswa", "read_weight": 0.0, "write_weight": 0.0,
+      "probe_weight": 0.0}, "fam_read_distant=2: acts on the FAM only"),
+])
+def test_fam_read_distant_recipe_key_is_checked(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_from_dict({**_values(tmp_path), **changes})
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -81,6 +81,8 @@ class Recipe:
     fam_write_gate: bool = False  # option, not the paper: a learned gate on each FAM increment (zero init = paper)
     fam_read_heads: str = ""  # option O5, not the paper: only these heads read the FAM ("17.3,18.6": LAYER.HEAD;
     #                           "retrieval": the heads the retrieval supervision finds); "": every head (paper)
+    fam_read_distant: int = 0  # option O5: > 0 adds the K heads whose output BSWA changes most in the original
+    #                            model on the first text batch (training/retrieval.py distant_heads) to the readers
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
@@ -103,6 +105,22 @@ class Recipe:
     activation_checkpointing: bool = False
     # several processes (torchrun)
     distributed: str = "ddp"  # ddp / fsdp2
+
+    def _validate_read_distant(self) -> None:
+        key = f"recipe key fam_read_distant={self.fam_read_distant}"
+        if self.fam_read_distant < 0:
+            raise ValueError(f"{key}: must be >= 0 (0: off)")
+        if self.attention_mode != "fam":
+            raise ValueError(f"{key}: acts on the FAM only, but attention_mode={self.attention_mode}; "
+                             "set it to 0 or use attention_mode=fam")
+        if self.init != "pretrained":
+            raise ValueError(f"{key}: ranks the heads of the original checkpoint; needs init=pretrained")
+        if self.data == "passkey-retrieval" and not self.retrieval_text:
+            raise ValueError(f"{key}: ranks the heads on text rows; set retrieval_text (e.g. retrieval_text=shakespeare)")
+        window = (self.mem_segments + 1) * self.block_size
+        if self.seq_len <= window:
+            raise ValueError(f"{key}: rows of seq_len={self.seq_len} never reach beyond the {window}-token "
+                             "window; use a longer seq_len")
 
     def validate(self) -> "Recipe":
         choices = {"device": ("auto", "cpu", "cuda"), "batching": ("packed", "document"),
@@ -136,6 +154,8 @@ class Recipe:
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
+        if self.fam_read_distant:
+            self._validate_read_distant()
         if self.fam_read_heads == "retrieval":
             if self.read_weight <= 0 and self.write_weight <= 0:
                 raise ValueError("recipe key fam_read_heads=retrieval: names the heads the retrieval supervision "

@@ -149,14 +149,15 @@ def digit_ids(tokenizer) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def record_full_attention():
-    """While active, records (q, k) of every full-mode attention call (one per layer and forward)."""
+def record_full_attention(values: bool = False):
+    """While active, records (q, k), with ``values`` (q, k, v), of every full-mode attention call
+    (one per layer and forward)."""
     from ..core import layers
 
     calls, original = [], layers.causal_attention
 
     def recording(q, k, v):
-        calls.append((q, k))
+        calls.append((q, k, v) if values else (q, k))
         return original(q, k, v)
 
     layers.causal_attention = recording
@@ -188,6 +189,43 @@ def retrieval_heads(model, ids: torch.Tensor, answer: tuple[int, int], key_digit
             att = torch.softmax(torch.einsum("bhd,bhsd->bhs", q[:, :, t].float(), kk) / q.shape[-1] ** 0.5, -1)
             mass = mass + att[:, :, key_digits[j]].mean(0)
         scores += [(float(mass[h]) / n, layer, h) for h in range(H)]
+    scores.sort(reverse=True)
+    return scores[:n_heads]
+
+
+@torch.no_grad()
+def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, n_heads: int,
+                  sinks: int = 4, bf16: bool = False) -> list[tuple[float, int, int]]:
+    """The ``n_heads`` (error, layer, head) whose output BSWA changes most in the original model
+    (``teacher_view``: full attention, adapters off) over the text rows ``ids`` (B, T): for each query
+    past the window ((m+1)L tokens), the head's output with its attention cut to what BSWA shows it
+    (its memory blocks and its own block) plus the first ``sinks`` positions, renormalised, against
+    full attention, as sum |o_cut - o_full|^2 / sum |o_full|^2 over queries and rows. DuoAttention's
+    criterion for its retrieval heads (the heads that lose most when made streaming; the sinks kept,
+    as there, because they carry no content: a head that parks its attention on them is not reading
+    the distant text), for option O5's ``fam_read_distant``."""
+    from .transfer import teacher_view
+
+    T, L = ids.shape[1], block_size
+    window = (mem_segments + 1) * L
+    if T <= window:
+        raise ValueError(f"distant_heads: rows of {T} tokens never reach beyond the {window}-token window")
+    pos = torch.arange(T, device=ids.device)
+    query = pos[window:, None]
+    causal = pos[None, :] <= query
+    shown = causal & ((pos[None, :] >= (query // L - mem_segments) * L) | (pos[None, :] < sinks))
+    with teacher_view(model), record_full_attention(values=True) as calls, \
+            torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        model(input_ids=ids, logits_to_keep=1)
+    scores = []
+    for layer, (q, k, v) in enumerate(calls):
+        H, Hk = q.shape[1], k.shape[1]
+        kk, vv = (x.repeat_interleave(H // Hk, dim=1).float() for x in (k, v))
+        logits = torch.einsum("bhtd,bhsd->bhts", q[:, :, window:].float(), kk) / q.shape[-1] ** 0.5
+        full = torch.softmax(logits.masked_fill(~causal, float("-inf")), -1) @ vv
+        bswa = torch.softmax(logits.masked_fill(~shown, float("-inf")), -1) @ vv
+        err = (bswa - full).pow(2).sum((0, 2, 3)) / full.pow(2).sum((0, 2, 3))  # (H,)
+        scores += [(float(err[h]), layer, h) for h in range(H)]
     scores.sort(reverse=True)
     return scores[:n_heads]
 

@@ -94,6 +94,8 @@ class Trainer:
                     raise ValueError(f"recipe key fam_read_heads={recipe.fam_read_heads}: lacks the supervised "
                                      f"heads {', '.join(f'{a}.{b}' for a, b in sorted(missing))}; add them or "
                                      "use fam_read_heads=retrieval")
+        if recipe.fam_read_distant:
+            self._add_distant_readers()
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
         self.model.train()
@@ -111,6 +113,23 @@ class Trainer:
         self.stop_requested = False
         self.rows = slice(self.dist.rank * recipe.batch_size // self.dist.world,
                           (self.dist.rank + 1) * recipe.batch_size // self.dist.world)
+
+    def _add_distant_readers(self) -> None:
+        """Option O5's ``fam_read_distant``: the K heads whose output BSWA changes most in the original
+        model, on the first two rows of the first text batch (a fixed draw: the same heads on resume),
+        join the readers (the supervised or listed ones; alone, they are all the readers)."""
+        from .retrieval import distant_heads
+
+        r, config = self.recipe, self.fam.config
+        ids, _ = getattr(self.batches, "text", self.batches).batch(0)
+        scored = distant_heads(self.model, ids[:2].to(self.dist.device), config.block_size, config.mem_segments,
+                               r.fam_read_distant, bf16=r.bf16)
+        self.log("distant heads (output error under BSWA, layer, head): "
+                 + ", ".join(f"({s:.3f}, {layer}, {h})" for s, layer, h in scored))
+        readers = [tuple(h) for h in (config.fam_read_heads if r.fam_read_heads else [])]
+        readers += [(layer, h) for _, layer, h in scored if (layer, h) not in readers]
+        config.fam_read_heads = [list(h) for h in readers]
+        self.log("fam_read_heads: " + ",".join(f"{layer}.{h}" for layer, h in readers))
 
     def _wrap(self, model):
         r = self.recipe
@@ -131,7 +150,7 @@ class Trainer:
         # the FAM prompt goes unused on steps that start from a carried FAM (RSP, document mode); with
         # option O5 a layer without readers updates a FAM nobody reads (its write gate gets no gradient)
         unused = self.fam.config.attention_mode == "fam" and (r.rsp_prob > 0 or r.batching == "document"
-                                                               or bool(r.fam_read_heads))
+                                                               or bool(r.fam_read_heads) or r.fam_read_distant > 0)
         dev = [self.dist.device.index] if self.dist.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=dev, find_unused_parameters=unused)
 
