@@ -40,6 +40,24 @@ def test_the_question_lies_d_blocks_after_the_key(straddle):
     assert ds == {0, 1, 2, 3} and len(fillers) > 5  # in-window batches, every distance, unaligned fillers
 
 
+def test_key_depth_is_drawn_per_batch():
+    """retrieval_depth=D: each batch puts the key at a depth drawn in [0, D]; key_digits_for gives
+    where its digits are (those the answer repeats) in every row; D = 0 is the spec's prompt."""
+    flat = _batches(curriculum="3:0")
+    deep = RetrievalBatches(passkey_tokenizer(), L, 3, 0, "3:0", p_inwindow=0.0, depth=1.0)
+    starts = set()
+    for index in range(12):
+        for data in (flat, deep):
+            ids, (a0, a1), d = data.draw(index)
+            digits = data.key_digits_for(index)
+            assert torch.equal(ids[:, digits], ids[:, a1 - len(digits):a1])  # the answer is the key
+            assert len({tuple(row) for row in ids[:, digits].tolist()}) == 3  # a new key in every row
+        assert flat.key_digits_for(index) == flat.key_digits
+        starts.add(deep.key_digits_for(index)[0])
+        assert torch.equal(flat.batch(index)[0], _batches(curriculum="3:0").batch(index)[0])
+    assert len(starts) > 8 and max(starts) > 2 * L  # the key lands in later blocks, not after the instruction
+
+
 def test_batches_are_a_pure_function_of_the_step():
     a, b, c = _batches(), _batches(), _batches(seed=1)
     assert torch.equal(a.batch(7)[0], b.batch(7)[0])
@@ -150,19 +168,28 @@ def _book(tmp_path) -> Path:
     return book
 
 
-def test_trainer_logs_the_supervision_losses_of_its_first_batch(tmp_path):
+@pytest.mark.parametrize("depth", [0.0, 1.0])
+def test_trainer_logs_the_supervision_losses_of_its_first_batch(tmp_path, depth):
+    """The logged read / write / probe losses of step 1 are those of the first batch, with its key
+    where the batch put it (retrieval_depth > 0: not after the instruction)."""
     from transformer_fam.training.trainer import Trainer
 
-    values = _values(tmp_path, retrieval_p_inwindow=0.0)
+    values = _values(tmp_path, retrieval_p_inwindow=0.0, retrieval_depth=depth)
     trainer = Trainer(recipe_from_dict(values))
     sup = trainer.supervision
     assert len(sup.heads) == 2 and sup.probe is not None
     inputs, _ = trainer.batches.batch(0)
     ids, answer, d = trainer.batches.draw(0)
+    digits = trainer.batches.key_digits_for(0)
     assert d >= 1  # the write happens at the key block's FAM update, before the answer's block
+    assert (digits == sup.key_digits) == (depth == 0)
     with torch.no_grad(), sup.record() as (reader, writer):
         trainer.model(input_ids=inputs)
-        want = {k: float(v) for k, v in sup.losses(reader, writer, inputs, answer).items()}
+        want = {k: float(v) for k, v in sup.losses(reader, writer, inputs, answer, digits).items()}
+        if depth:  # the depth-0 digits would be another loss
+            from transformer_fam.experiments.passkey_demo import write_loss
+
+            assert float(write_loss(writer, sup.key_digits, L, sup.heads)) != pytest.approx(want["write"])
     assert set(want) == {"read", "write", "probe"} and all(v > 0 for v in want.values())
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainer.run() == 0
@@ -328,6 +355,7 @@ def test_text_prefix_run_with_supervision_saves_its_final_model(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"retrieval_text": "milton", "grad_accum": 1}, "grad_accum must be even"),
     ({"retrieval_p_boundary": 1.5}, "retrieval_p_boundary=1.5: must be in"),
+    ({"retrieval_depth": -0.5}, r"retrieval_depth=-0.5: must be in \[0, 1\]"),
     ({"init_adapter": "x", "finetune": "full", "read_weight": 0.0, "write_weight": 0.0, "probe_weight": 0.0},
      "init_adapter='x': needs finetune=lora"),
 ])
@@ -336,9 +364,10 @@ def test_mix_and_adapter_keys_are_checked(tmp_path, changes, message):
         recipe_from_dict({**_values(tmp_path), **changes})
 
 
-def test_retrieval_keys_need_retrieval_data(tmp_path):
-    with pytest.raises(ValueError, match="retrieval_text='milton': needs data=passkey-retrieval"):
-        recipe_from_dict(tiny_recipe(tmp_path, retrieval_text="milton"))
+@pytest.mark.parametrize("key, value", [("retrieval_text", "milton"), ("retrieval_depth", 0.5)])
+def test_retrieval_keys_need_retrieval_data(tmp_path, key, value):
+    with pytest.raises(ValueError, match=f"{key}={value!r}: needs data=passkey-retrieval"):
+        recipe_from_dict(tiny_recipe(tmp_path, **{key: value}))
 
 
 def test_fam_read_heads_retrieval_restricts_reads_to_the_supervised_heads(tmp_path):

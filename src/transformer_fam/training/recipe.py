@@ -43,6 +43,8 @@ class Recipe:
     retrieval_p_inwindow: float = 0.1  # share of batches with the question in the key's block (d = 0)
     retrieval_straddle: bool = False  # d >= 1: the question may start in the block before the answer's
     retrieval_p_boundary: float = 0.0  # share of d >= 1 batches whose answer starts at block d's boundary
+    retrieval_depth: float = 0.0  # the key's depth: 0 (the spec's prompt, right after the instruction); D > 0:
+    #                               drawn per batch uniformly in [0, D] (0.5: the key anywhere in the first half)
     retrieval_text: str = ""  # corpora mixed in: every other micro-batch is seq_len tokens of text (grad_accum 2)
     text_prefix: int = 0  # text rows: first stream this many tokens without gradient (truncated backprop), then seq_len
     retrieval_heads: int = 4  # how many (layer, head) pairs the read / write / probe supervision covers
@@ -134,7 +136,7 @@ class Recipe:
             if getattr(self, key) < 1:
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be >= 1")
         for key in ("lr", "fam_lr", "gate_lr", "weight_decay", "beta1", "beta2", "min_lr_ratio", "clip", "rsp_prob",
-                    "fam_max_rms", "transfer_weight", "lm_weight", "distill_weight", "retrieval_p_inwindow", "retrieval_p_boundary", "read_weight",
+                    "fam_max_rms", "transfer_weight", "lm_weight", "distill_weight", "retrieval_p_inwindow", "retrieval_p_boundary", "retrieval_depth", "read_weight",
                     "write_weight", "probe_weight"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: must be a finite number")
@@ -201,13 +203,14 @@ class Recipe:
             if not 0.0 <= self.retrieval_p_inwindow <= 1.0 or self.retrieval_d_min < 1 or self.retrieval_heads < 1:
                 raise ValueError("recipe keys retrieval_p_inwindow / retrieval_d_min / retrieval_heads: need "
                                  "0 <= p <= 1, d_min >= 1, heads >= 1")
-            if not 0.0 <= self.retrieval_p_boundary <= 1.0:
-                raise ValueError(f"recipe key retrieval_p_boundary={self.retrieval_p_boundary}: must be in [0, 1]")
+            for key in ("retrieval_p_boundary", "retrieval_depth"):
+                if not 0.0 <= getattr(self, key) <= 1.0:
+                    raise ValueError(f"recipe key {key}={getattr(self, key)}: must be in [0, 1]")
             if self.retrieval_text and self.grad_accum % 2:
                 raise ValueError(f"recipe key retrieval_text={self.retrieval_text!r}: every other micro-batch is "
                                  f"text, so grad_accum must be even (got {self.grad_accum})")
         else:
-            for key, off in (("retrieval_text", ""), ("retrieval_p_boundary", 0.0)):
+            for key, off in (("retrieval_text", ""), ("retrieval_p_boundary", 0.0), ("retrieval_depth", 0.0)):
                 if getattr(self, key) != off:
                     raise ValueError(f"recipe key {key}={getattr(self, key)!r}: needs data=passkey-retrieval "
                                      f"(got data={self.data!r})")

@@ -6,8 +6,10 @@ the read / write supervision that makes its FAM memory work (issue 13; docs/smol
 The data: the spec's PassKey prompt (docs/algorithm.md §10), key at depth 0, a random filler length
 (not a multiple of the block) chosen so that the question sits ``d`` blocks after the key's block, d
 uniform in [d_min, D], D from a curriculum over the steps (``"1:0,2:150"``: D 1 from step 0, 2 from
-step 150), plus a share of in-window examples (d = 0). One d per batch, so rows need no padding;
-batches are a pure function of the step (exact resume). Targets: the answer's tokens only.
+step 150), plus a share of in-window examples (d = 0). ``depth`` > 0 (recipe key
+``retrieval_depth``) moves the key into the filler, at a depth drawn per batch in [0, depth]: d then
+bounds the distance. One d and depth per batch, so rows need no padding; batches are a pure
+function of the step (exact resume). Targets: the answer's tokens only.
 
 The supervision (training only; options, not the paper's recipe; weights in the recipe):
 - the *retrieval heads* are the (layer, head) pairs whose queries predicting key digit j put the
@@ -38,17 +40,18 @@ class RetrievalBatches:
     mode = "packed"
 
     def __init__(self, tokenizer, block_size: int, batch_size: int, seed: int, curriculum: str,
-                 d_min: int = 1, p_inwindow: float = 0.1, straddle: bool = False, p_boundary: float = 0.0):
+                 d_min: int = 1, p_inwindow: float = 0.1, straddle: bool = False, p_boundary: float = 0.0,
+                 depth: float = 0.0):
         self.tokenizer, self.L, self.batch_size, self.seed = tokenizer, block_size, batch_size, seed
         self.stages, self.d_min, self.p_inwindow, self.straddle = parse_curriculum(curriculum), d_min, p_inwindow, straddle
-        self.p_boundary = p_boundary
+        self.p_boundary, self.depth = p_boundary, depth
         spans = passkey.passkey_spans(0, 0.0, tokenizer)
         ids, _ = passkey.make_passkey_example(0, passkey.KEY_MIN, 0.0, tokenizer)
         question = len(passkey._encode(tokenizer, passkey.QUESTION, False))
         a0, a1 = spans["answer"]
         self.head = len(ids) - (a1 - a0) - question  # intro + key sentence
         self.qa = len(ids) - self.head  # question + answer
-        self.key_digits = list(range(*spans["key_digits"]))  # the same for every filler at depth 0
+        self.key_digits = list(range(*spans["key_digits"]))  # the same for every filler at depth 0 (key_digits_for)
         self.question, self.answer_len = question, a1 - a0
         if self.head + self.qa > block_size:
             raise ValueError(f"block_size={block_size}: a PassKey example without filler needs "
@@ -82,20 +85,34 @@ class RetrievalBatches:
         offset = rng.randint(-self.answer_len + 1, 11)
         return max(0, d * self.L + offset - self.head - self.question)
 
-    def draw(self, index: int) -> tuple[torch.Tensor, tuple[int, int], int]:
-        """(token ids (B, T), answer span, d) of batch ``index``."""
+    def _geometry(self, index: int) -> tuple[random.Random, int, int, float]:
+        """(rng positioned for the keys, filler tokens, d, depth) of batch ``index``. d counts blocks
+        from the block the key has at depth 0: a deeper key sits in a later block, nearer the question."""
         rng = random.Random(f"retrieval-{self.seed}-{index}")
         D = self.distance_bound(index)
         d = 0 if rng.random() < self.p_inwindow else rng.randint(min(self.d_min, D), D)
-        # the boundary draw comes after the filler's, so p_boundary=0 keeps the batches of earlier runs
+        # later draws come after the earlier ones, so p_boundary=0 / depth=0 keep the batches of earlier runs
         n = self.filler_for(d, rng)
         if self.p_boundary and d >= 1 and rng.random() < self.p_boundary:
             n = self.boundary_filler_for(d, rng)
+        depth = rng.uniform(0.0, self.depth) if self.depth else 0.0
+        return rng, n, d, depth
+
+    def draw(self, index: int) -> tuple[torch.Tensor, tuple[int, int], int]:
+        """(token ids (B, T), answer span, d) of batch ``index``."""
+        rng, n, d, depth = self._geometry(index)
         rows, span = [], None
         for _ in range(self.batch_size):
-            ids, span = passkey.make_passkey_example(n, passkey.random_key(rng), 0.0, self.tokenizer)
+            ids, span = passkey.make_passkey_example(n, passkey.random_key(rng), depth, self.tokenizer)
             rows.append(ids)
         return torch.tensor(rows, dtype=torch.long), span, d
+
+    def key_digits_for(self, index: int) -> list[int]:
+        """The positions of the key's digits in batch ``index`` (the same in every row)."""
+        if not self.depth:
+            return self.key_digits
+        _, n, _, depth = self._geometry(index)
+        return list(range(*passkey.passkey_spans(n, depth, self.tokenizer)["key_digits"]))
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         seq, (a0, a1), _ = self.draw(index)
@@ -125,12 +142,16 @@ class TextMixedBatches:
         source = self.retrieval if self.is_retrieval(index) else self.text
         return source.batch(index // 2)
 
+    def key_digits_for(self, index: int) -> list[int]:
+        """The key digits' positions of retrieval batch ``index`` (an even index)."""
+        return self.retrieval.key_digits_for(index // 2)
+
 
 def retrieval_batches(recipe, tokenizer):
     """The batcher of ``data: passkey-retrieval`` (with ``retrieval_text``: TextMixedBatches)."""
     batches = RetrievalBatches(tokenizer, recipe.block_size, recipe.batch_size, recipe.seed,
                                recipe.retrieval_curriculum, recipe.retrieval_d_min, recipe.retrieval_p_inwindow,
-                               recipe.retrieval_straddle, recipe.retrieval_p_boundary)
+                               recipe.retrieval_straddle, recipe.retrieval_p_boundary, recipe.retrieval_depth)
     if not recipe.retrieval_text:
         return batches
     from ..data.batching import make_batches
@@ -281,13 +302,16 @@ class RetrievalSupervision:
                 (UpdateRecorder() if self.weights["write"] > 0 else contextlib.nullcontext()) as writer:
             yield reader, writer
 
-    def losses(self, reader, writer, ids: torch.Tensor, answer: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def losses(self, reader, writer, ids: torch.Tensor, answer: tuple[int, int],
+               key_digits: list[int] | None = None) -> dict[str, torch.Tensor]:
         """Unweighted losses by name; ``ids`` (B, T) the forward's input (the answer's last digit may be
-        cut off: its position is then T)."""
+        cut off: its position is then T); ``key_digits`` the digits' positions in it (default: those
+        of depth 0)."""
         from ..experiments.passkey_demo import write_loss
 
-        n, L = len(self.key_digits), self.block_size
-        key_block = self.key_digits[-1] // L
+        key_digits = self.key_digits if key_digits is None else key_digits
+        n, L = len(key_digits), self.block_size
+        key_block = key_digits[-1] // L
         # the query predicting digit j reads FAM slot j only in a block after the key's: inside the
         # key's block the FAM is the initial one and the key is in the local window (-1: skipped)
         queries = [t if t // L > key_block else -1 for t in (answer[1] - n + j - 1 for j in range(n))]
@@ -295,9 +319,9 @@ class RetrievalSupervision:
         if self.weights["read"] > 0 and max(queries) >= 0:
             out["read"] = head_read_loss(reader.calls, self.heads, queries)
         if self.weights["write"] > 0:
-            out["write"] = write_loss(writer, self.key_digits, self.block_size, self.heads)
+            out["write"] = write_loss(writer, key_digits, self.block_size, self.heads)
         if self.probe is not None and max(queries) >= 0:
-            digits = self.digit_table.to(ids.device)[ids[:, self.key_digits]]
+            digits = self.digit_table.to(ids.device)[ids[:, key_digits]]
             out["probe"] = self.probe.loss(reader.calls, digits, queries)
         return out
 

@@ -263,7 +263,7 @@ class Trainer:
                 self._supervised[kind] = self._supervised.get(kind, 0.0) + float(share.detach()) * 2
             total = r.lm_weight * share if r.lm_weight > 0 else 0.0
             if sup is not None:
-                parts = sup.losses(reader, writer, inputs, answer)
+                parts = sup.losses(reader, writer, inputs, answer, self.batches.key_digits_for(index))
                 for k, v in parts.items():
                     self._supervised[k] = self._supervised.get(k, 0.0) + float(v.detach()) / r.grad_accum
                 total = total + sup.total(parts) / r.grad_accum
