@@ -58,6 +58,16 @@ def test_key_depth_is_drawn_per_batch():
     assert len(starts) > 8 and max(starts) > 2 * L  # the key lands in later blocks, not after the instruction
 
 
+def test_depth_zero_keeps_the_batches_of_earlier_runs():
+    """retrieval_depth=0 draws nothing more: batch 5 and 9 are those the code drew before the key
+    (recorded from the commit before retrieval_depth), keys and lengths, so old runs resume exactly."""
+    data = RetrievalBatches(passkey_tokenizer(), L, 3, 0, "1:0,3:4", p_inwindow=0.2, p_boundary=0.5)
+    for index, shape, d, keys in [(5, (3, 138), 1, [[7, 11, 8, 10, 8], [7, 9, 9, 12, 6], [7, 7, 7, 10, 4]]),
+                                  (9, (3, 284), 3, [[11, 12, 10, 5, 11], [6, 7, 5, 6, 9], [11, 13, 7, 7, 10]])]:
+        ids, (a0, a1), got_d = data.draw(index)
+        assert (tuple(ids.shape), got_d, ids[:, a1 - 5:a1].tolist()) == (shape, d, keys)
+
+
 def test_batches_are_a_pure_function_of_the_step():
     a, b, c = _batches(), _batches(), _batches(seed=1)
     assert torch.equal(a.batch(7)[0], b.batch(7)[0])
@@ -261,6 +271,25 @@ def test_supervision_skips_queries_in_the_key_block(tmp_path):
     assert "read" not in got and "probe" not in got and "write" in got
 
 
+def test_text_mixed_batches_give_the_key_digits_of_their_retrieval_batches(tmp_path):
+    """With text mixed in, retrieval micro-batch 2i is retrieval batch i: key_digits_for(2i) points at
+    the digits that batch's answer repeats (a drawn depth, so not the depth-0 positions)."""
+    from transformer_fam.training.retrieval import retrieval_batches
+
+    recipe = recipe_from_dict(_values(tmp_path, retrieval_text=str(_book(tmp_path)), grad_accum=2, seq_len=40,
+                                      retrieval_depth=1.0, retrieval_p_inwindow=0.0))
+    batches = retrieval_batches(recipe, passkey_tokenizer())
+    moved = 0
+    for i in range(6):
+        digits = batches.key_digits_for(2 * i)
+        assert digits == batches.retrieval.key_digits_for(i)
+        ids, (a0, a1), _ = batches.retrieval.draw(i)
+        assert torch.equal(batches.batch(2 * i)[0], ids[:, :-1])
+        assert torch.equal(ids[:, digits], ids[:, a1 - len(digits):a1])  # the digits the answer repeats
+        moved += digits != batches.retrieval.key_digits
+    assert moved >= 5
+
+
 def test_text_mixed_batches_alternate_and_carry_full_targets(tmp_path):
     """retrieval_text: even micro-batches are retrieval batches (supervised), odd ones text with a
     next-token target on every token; the logged loss of a step is the mean of the two batches'
@@ -405,14 +434,21 @@ def test_fam_read_distant_adds_the_distant_heads_to_the_readers(tmp_path):
     assert trainer.fam.config.fam_read_heads == want
     assert trainer.run() == 0
     assert FamForCausalLM.from_pretrained(Path(values["out_dir"]) / "final").config.fam_read_heads == want
-    alone = Trainer(recipe_from_dict({**values, "out_dir": str(tmp_path / "alone"), "fam_read_heads": ""}))
+    unsupervised = {"out_dir": str(tmp_path / "alone"), "fam_read_heads": "", "read_weight": 0.0,
+                    "write_weight": 0.0, "probe_weight": 0.0}
+    alone = Trainer(recipe_from_dict({**values, **unsupervised}))
     assert alone.fam.config.fam_read_heads == [[layer, h] for _, layer, h in ranked]
+    with pytest.raises(ValueError, match="fam_read_distant=3: with read / write / probe supervision the "
+                                         "supervised heads must read too; set fam_read_heads=retrieval"):
+        Trainer(recipe_from_dict({**values, "out_dir": str(tmp_path / "c"), "fam_read_heads": ""}))
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"fam_read_distant": -1}, "fam_read_distant=-1: must be >= 0"),
     ({"fam_read_distant": 2}, "fam_read_distant=2: ranks the heads on text rows; set retrieval_text"),
     ({"fam_read_distant": 2, "init": "scratch", "finetune": "full"}, "fam_read_distant=2: ranks the heads of the original"),
+    ({"fam_read_distant": 2, "data": "passkey", "read_weight": 0.0, "write_weight": 0.0, "probe_weight": 0.0},
+     "fam_read_distant=2: ranks the heads on text rows, not PassKey filler"),
     ({"fam_read_distant": 2, "retrieval_text": "milton", "grad_accum": 2, "seq_len": 80},
      "fam_read_distant=2: rows of seq_len=80 never reach beyond the 80-token window"),
     ({"fam_read_distant": 2, "attention_mode": "bswa", "read_weight": 0.0, "write_weight": 0.0,

@@ -119,6 +119,9 @@ class Recipe:
             raise ValueError(f"{key}: ranks the heads of the original checkpoint; needs init=pretrained")
         if self.data == "passkey-retrieval" and not self.retrieval_text:
             raise ValueError(f"{key}: ranks the heads on text rows; set retrieval_text (e.g. retrieval_text=shakespeare)")
+        if self.data == "passkey":
+            raise ValueError(f"{key}: ranks the heads on text rows, not PassKey filler; use a text corpus, or "
+                             "data=passkey-retrieval with retrieval_text")
         window = (self.mem_segments + 1) * self.block_size
         if self.seq_len <= window:
             raise ValueError(f"{key}: rows of seq_len={self.seq_len} never reach beyond the {window}-token "

@@ -216,7 +216,7 @@ def retrieval_heads(model, ids: torch.Tensor, answer: tuple[int, int], key_digit
 
 @torch.no_grad()
 def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, n_heads: int,
-                  sinks: int = 4, bf16: bool = False) -> list[tuple[float, int, int]]:
+                  sinks: int = 4, bf16: bool = False, chunk: int = 256) -> list[tuple[float, int, int]]:
     """The ``n_heads`` (error, layer, head) whose output BSWA changes most in the original model
     (``teacher_view``: full attention, adapters off) over the text rows ``ids`` (B, T): for each query
     past the window ((m+1)L tokens), the head's output with its attention cut to what BSWA shows it
@@ -242,10 +242,15 @@ def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, 
     for layer, (q, k, v) in enumerate(calls):
         H, Hk = q.shape[1], k.shape[1]
         kk, vv = (x.repeat_interleave(H // Hk, dim=1).float() for x in (k, v))
-        logits = torch.einsum("bhtd,bhsd->bhts", q[:, :, window:].float(), kk) / q.shape[-1] ** 0.5
-        full = torch.softmax(logits.masked_fill(~causal, float("-inf")), -1) @ vv
-        bswa = torch.softmax(logits.masked_fill(~shown, float("-inf")), -1) @ vv
-        err = (bswa - full).pow(2).sum((0, 2, 3)) / full.pow(2).sum((0, 2, 3))  # (H,)
+        num = den = 0.0
+        for a in range(0, T - window, chunk):  # chunks of queries: (B, H, chunk, T) scores at a time
+            rows = slice(a, a + chunk)
+            logits = torch.einsum("bhtd,bhsd->bhts", q[:, :, window + a: window + a + chunk].float(), kk)
+            logits = logits / q.shape[-1] ** 0.5
+            full = torch.softmax(logits.masked_fill(~causal[rows], float("-inf")), -1) @ vv
+            cut = torch.softmax(logits.masked_fill(~shown[rows], float("-inf")), -1) @ vv
+            num, den = num + (cut - full).pow(2).sum((0, 2, 3)), den + full.pow(2).sum((0, 2, 3))
+        err = num / den  # (H,)
         scores += [(float(err[h]), layer, h) for h in range(H)]
     scores.sort(reverse=True)
     return scores[:n_heads]

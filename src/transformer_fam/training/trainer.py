@@ -121,6 +121,9 @@ class Trainer:
         from .retrieval import distant_heads
 
         r, config = self.recipe, self.fam.config
+        if self.supervision is not None and not r.fam_read_heads:  # the supervised heads would stop reading
+            raise ValueError(f"recipe key fam_read_distant={r.fam_read_distant}: with read / write / probe "
+                             "supervision the supervised heads must read too; set fam_read_heads=retrieval")
         ids, _ = getattr(self.batches, "text", self.batches).batch(0)
         scored = distant_heads(self.model, ids[:2].to(self.dist.device), config.block_size, config.mem_segments,
                                r.fam_read_distant, bf16=r.bf16)
