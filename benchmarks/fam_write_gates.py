@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="a FAM model folder trained with fam_write_gate")
     p.add_argument("--filler", type=int, default=2048, help="filler tokens")
     p.add_argument("--keys", type=int, default=20, help="new keys (prompts)")
+    p.add_argument("--depth", type=float, default=0.0, help="the key's depth in the filler, 0 (the spec) .. 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON output file")
     a = p.parse_args(argv)
@@ -62,17 +63,17 @@ def main(argv=None) -> int:
         layer.fam_write_gate.register_forward_hook(
             lambda mod, inp, out, i=i: seen.append((i, mod.gate(inp[0]).squeeze(-1))))  # (B, F)
     rng = random.Random(a.seed)
-    examples = [make_passkey_example(a.filler, random_key(rng), 0.0, tok) for _ in range(a.keys)]
+    examples = [make_passkey_example(a.filler, random_key(rng), a.depth, tok) for _ in range(a.keys)]
     ids = torch.tensor([e[0] for e in examples])
     with torch.no_grad():
         model(ids)
     L = model.config.block_size
-    kinds = block_kinds(ids.shape[1] // L, L, passkey_spans(a.filler, 0.0, tok),
+    kinds = block_kinds(ids.shape[1] // L, L, passkey_spans(a.filler, a.depth, tok),
                         len(tok(QUESTION, add_special_tokens=False).input_ids))
     per_layer: dict[int, list[torch.Tensor]] = {}
     for i, z in seen:
         per_layer.setdefault(i, []).append(z)
-    result = {"model": a.model, "filler": a.filler, "keys": a.keys, "block_size": L, "layers": []}
+    result = {"model": a.model, "filler": a.filler, "depth": a.depth, "keys": a.keys, "block_size": L, "layers": []}
     print(f"write gate z by block kind ({a.keys} keys, filler {a.filler} tokens; median over keys of the "
           f"min / median / max over the {model.config.fam_length} FAM vectors)")
     for i in sorted(per_layer):
