@@ -152,6 +152,9 @@ def test_distant_heads_match_hf_attention_weights(block, mem, sinks):
     got = distant_heads(peft, ids, block, mem, len(want), sinks=sinks)
     assert [(layer, h) for _, layer, h in got] == [(layer, h) for _, layer, h in want]
     assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in want], rel=1e-4, abs=1e-7)
+    one_at_a_time = distant_heads(peft, ids, block, mem, len(want), sinks=sinks, rows_per_pass=1)
+    assert [(layer, h) for _, layer, h in one_at_a_time] == [(layer, h) for _, layer, h in want]
+    assert [s for s, _, _ in one_at_a_time] == pytest.approx([s for s, _, _ in got], rel=1e-5, abs=1e-8)
     assert distant_heads(peft, ids, block, mem, 3, sinks=41)[0][0] == 0.0  # every key shown: nothing lost
     with pytest.raises(ValueError, match="rows of 41 tokens never reach beyond the 48-token window"):
         distant_heads(peft, ids, 16, 2, 3)
@@ -418,17 +421,21 @@ def test_fam_read_heads_retrieval_restricts_reads_to_the_supervised_heads(tmp_pa
 
 
 def test_fam_read_distant_adds_the_distant_heads_to_the_readers(tmp_path):
-    """Option O5's fam_read_distant: the K heads distant_heads ranks first on the first text batch
-    join the supervised readers (no duplicates), during training and in the saved model; alone,
-    they are the only readers."""
+    """Option O5's fam_read_distant: the K heads distant_heads ranks first on the first
+    fam_read_distant_rows text rows (here 3: batch 0's two rows and batch 1's first) join the
+    supervised readers (no duplicates), during training and in the saved model; alone, they are the
+    only readers."""
     from transformer_fam.training.trainer import Trainer
 
     book = _book(tmp_path)
-    values = _values(tmp_path, fam_read_heads="retrieval", fam_read_distant=3, retrieval_text=str(book),
-                     grad_accum=2, seq_len=2 * L + 5, max_steps=2)
+    values = _values(tmp_path, fam_read_heads="retrieval", fam_read_distant=3, fam_read_distant_rows=3,
+                     retrieval_text=str(book), grad_accum=2, seq_len=2 * L + 5, max_steps=2)
     trainer = Trainer(recipe_from_dict(values))
-    ids, _ = trainer.batches.text.batch(0)
-    ranked = distant_heads(trainer.model, ids[:2], L, 0, 3)
+    text = trainer.batches.text
+    ids = torch.cat([text.batch(0)[0], text.batch(1)[0][:1]])
+    assert not torch.equal(text.batch(1)[0][0], text.batch(0)[0][0])  # a third row, not a repeat
+    ranked = distant_heads(trainer.model, ids, L, 0, 3)
+    assert ranked != distant_heads(trainer.model, ids[:2], L, 0, 3)  # the third row counts
     supervised = [list(h) for h in trainer.supervision.heads]
     want = supervised + [[layer, h] for _, layer, h in ranked if [layer, h] not in supervised]
     assert trainer.fam.config.fam_read_heads == want
@@ -445,6 +452,8 @@ def test_fam_read_distant_adds_the_distant_heads_to_the_readers(tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"fam_read_distant": -1}, "fam_read_distant=-1: must be >= 0"),
+    ({"fam_read_distant": 2, "fam_read_distant_rows": 0, "retrieval_text": "milton"},
+     "fam_read_distant_rows=0: must be >= 1"),
     ({"fam_read_distant": 2}, "fam_read_distant=2: ranks the heads on text rows; set retrieval_text"),
     ({"fam_read_distant": 2, "init": "scratch", "finetune": "full"}, "fam_read_distant=2: ranks the heads of the original"),
     ({"fam_read_distant": 2, "data": "passkey", "read_weight": 0.0, "write_weight": 0.0, "probe_weight": 0.0},
@@ -482,3 +491,30 @@ def test_fam_read_heads_outside_the_model_is_one_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match=r"fam_read_heads=\[\[7, 0\]\]: \[7, 0\] is outside the model's 2 layers"):
         Trainer(recipe_from_dict(_values(tmp_path, fam_read_heads="7.0")))
+
+
+@pytest.mark.slow
+def test_fam_read_distant_under_torchrun_matches_one_process(tmp_path):
+    """Two DDP ranks (torchrun, gloo) choose the readers once and share rank 0's list: the saved
+    model's readers and the losses equal the one-process run's."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    values = _values(tmp_path, fam_read_heads="", fam_read_distant=3, fam_read_distant_rows=3,
+                     retrieval_text=str(_book(tmp_path)), grad_accum=2, seq_len=2 * L + 5, max_steps=2, save_every=2)
+    values.update(read_weight=0.0, write_weight=0.0, probe_weight=0.0)  # the supervision runs in one process
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    env = dict(__import__("os").environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo / "src"))
+    runs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+        done = subprocess.run([sys.executable, *launcher, "-m", "transformer_fam.cli", "train", str(recipe),
+                               f"out_dir={tmp_path / name}"], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = FamForCausalLM.from_pretrained(tmp_path / name / "final").config.fam_read_heads
+    assert runs["two"] == runs["one"] and len(runs["one"]) == 3
+    one, two = ([r["loss"] for r in read_metrics(tmp_path / n)] for n in ("one", "two"))
+    assert len(one) == 2 and two == pytest.approx(one, abs=1e-4)

@@ -84,7 +84,8 @@ class Recipe:
     fam_read_heads: str = ""  # option O5, not the paper: only these heads read the FAM ("17.3,18.6": LAYER.HEAD;
     #                           "retrieval": the heads the retrieval supervision finds); "": every head (paper)
     fam_read_distant: int = 0  # option O5: > 0 adds the K heads whose output BSWA changes most in the original
-    #                            model on the first text batch (training/retrieval.py distant_heads) to the readers
+    #                            model on the first text rows (training/retrieval.py distant_heads) to the readers
+    fam_read_distant_rows: int = 8  # how many text rows (the first batches', in order) rank them
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
@@ -112,6 +113,9 @@ class Recipe:
         key = f"recipe key fam_read_distant={self.fam_read_distant}"
         if self.fam_read_distant < 0:
             raise ValueError(f"{key}: must be >= 0 (0: off)")
+        if self.fam_read_distant_rows < 1:
+            raise ValueError(f"recipe key fam_read_distant_rows={self.fam_read_distant_rows}: must be >= 1 "
+                             "(the text rows that rank the heads)")
         if self.attention_mode != "fam":
             raise ValueError(f"{key}: acts on the FAM only, but attention_mode={self.attention_mode}; "
                              "set it to 0 or use attention_mode=fam")

@@ -216,7 +216,8 @@ def retrieval_heads(model, ids: torch.Tensor, answer: tuple[int, int], key_digit
 
 @torch.no_grad()
 def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, n_heads: int,
-                  sinks: int = 4, bf16: bool = False, chunk: int = 256) -> list[tuple[float, int, int]]:
+                  sinks: int = 4, bf16: bool = False, chunk: int = 256,
+                  rows_per_pass: int = 2) -> list[tuple[float, int, int]]:
     """The ``n_heads`` (error, layer, head) whose output BSWA changes most in the original model
     (``teacher_view``: full attention, adapters off) over the text rows ``ids`` (B, T): for each query
     past the window ((m+1)L tokens), the head's output with its attention cut to what BSWA shows it
@@ -224,7 +225,9 @@ def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, 
     full attention, as sum |o_cut - o_full|^2 / sum |o_full|^2 over queries and rows. DuoAttention's
     criterion for its retrieval heads (the heads that lose most when made streaming; the sinks kept,
     as there, because they carry no content: a head that parks its attention on them is not reading
-    the distant text), for option O5's ``fam_read_distant``."""
+    the distant text), for option O5's ``fam_read_distant``. The rows go through the model
+    ``rows_per_pass`` at a time (a pass holds every layer's q, k, v); the sums run over all rows, so
+    the ranking does not depend on ``rows_per_pass``."""
     from .transfer import teacher_view
 
     T, L = ids.shape[1], block_size
@@ -235,23 +238,27 @@ def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, 
     query = pos[window:, None]
     causal = pos[None, :] <= query
     shown = causal & ((pos[None, :] >= (query // L - mem_segments) * L) | (pos[None, :] < sinks))
-    with teacher_view(model), record_full_attention(values=True) as calls, \
-            torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        model(input_ids=ids, logits_to_keep=1)
+    num: dict[int, torch.Tensor] = {}
+    den: dict[int, torch.Tensor] = {}
+    for r in range(0, ids.shape[0], rows_per_pass):
+        with teacher_view(model), record_full_attention(values=True) as calls, \
+                torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(input_ids=ids[r: r + rows_per_pass], logits_to_keep=1)
+        for layer, (q, k, v) in enumerate(calls):
+            H, Hk = q.shape[1], k.shape[1]
+            kk, vv = (x.repeat_interleave(H // Hk, dim=1).float() for x in (k, v))
+            for a in range(0, T - window, chunk):  # chunks of queries: (B, H, chunk, T) scores at a time
+                rows = slice(a, a + chunk)
+                logits = torch.einsum("bhtd,bhsd->bhts", q[:, :, window + a: window + a + chunk].float(), kk)
+                logits = logits / q.shape[-1] ** 0.5
+                full = torch.softmax(logits.masked_fill(~causal[rows], float("-inf")), -1) @ vv
+                cut = torch.softmax(logits.masked_fill(~shown[rows], float("-inf")), -1) @ vv
+                num[layer] = num.get(layer, 0.0) + (cut - full).pow(2).sum((0, 2, 3))
+                den[layer] = den.get(layer, 0.0) + full.pow(2).sum((0, 2, 3))
     scores = []
-    for layer, (q, k, v) in enumerate(calls):
-        H, Hk = q.shape[1], k.shape[1]
-        kk, vv = (x.repeat_interleave(H // Hk, dim=1).float() for x in (k, v))
-        num = den = 0.0
-        for a in range(0, T - window, chunk):  # chunks of queries: (B, H, chunk, T) scores at a time
-            rows = slice(a, a + chunk)
-            logits = torch.einsum("bhtd,bhsd->bhts", q[:, :, window + a: window + a + chunk].float(), kk)
-            logits = logits / q.shape[-1] ** 0.5
-            full = torch.softmax(logits.masked_fill(~causal[rows], float("-inf")), -1) @ vv
-            cut = torch.softmax(logits.masked_fill(~shown[rows], float("-inf")), -1) @ vv
-            num, den = num + (cut - full).pow(2).sum((0, 2, 3)), den + full.pow(2).sum((0, 2, 3))
-        err = num / den  # (H,)
-        scores += [(float(err[h]), layer, h) for h in range(H)]
+    for layer in sorted(num):
+        err = num[layer] / den[layer]  # (H,)
+        scores += [(float(err[h]), layer, h) for h in range(err.shape[0])]
     scores.sort(reverse=True)
     return scores[:n_heads]
 

@@ -116,17 +116,27 @@ class Trainer:
 
     def _add_distant_readers(self) -> None:
         """Option O5's ``fam_read_distant``: the K heads whose output BSWA changes most in the original
-        model, on the first two rows of the first text batch (a fixed draw: the same heads on resume),
-        join the readers (the supervised or listed ones; alone, they are all the readers)."""
+        model, over the first ``fam_read_distant_rows`` text rows (the first batches' rows in order: a
+        fixed draw, the same heads on resume), join the readers (the supervised or listed ones; alone,
+        they are all the readers). Every rank ranks (the forward needs them all under FSDP); rank 0's
+        list is the one used, so the ranks cannot disagree on it."""
         from .retrieval import distant_heads
 
         r, config = self.recipe, self.fam.config
         if self.supervision is not None and not r.fam_read_heads:  # the supervised heads would stop reading
             raise ValueError(f"recipe key fam_read_distant={r.fam_read_distant}: with read / write / probe "
                              "supervision the supervised heads must read too; set fam_read_heads=retrieval")
-        ids, _ = getattr(self.batches, "text", self.batches).batch(0)
-        scored = distant_heads(self.model, ids[:2].to(self.dist.device), config.block_size, config.mem_segments,
-                               r.fam_read_distant, bf16=r.bf16)
+        text, rows, index = getattr(self.batches, "text", self.batches), [], 0
+        while sum(len(x) for x in rows) < r.fam_read_distant_rows:
+            rows.append(text.batch(index)[0])
+            index += 1
+        ids = torch.cat(rows)[: r.fam_read_distant_rows].to(self.dist.device)
+        scored = distant_heads(self.model, ids, config.block_size, config.mem_segments, r.fam_read_distant,
+                               bf16=r.bf16)
+        if self.dist.world > 1:
+            shared = [scored]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            scored = shared[0]
         self.log("distant heads (output error under BSWA, layer, head): "
                  + ", ".join(f"({s:.3f}, {layer}, {h})" for s, layer, h in scored))
         readers = [tuple(h) for h in (config.fam_read_heads if r.fam_read_heads else [])]
