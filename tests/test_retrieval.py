@@ -518,3 +518,55 @@ def test_fam_read_distant_under_torchrun_matches_one_process(tmp_path):
     assert runs["two"] == runs["one"] and len(runs["one"]) == 3
     one, two = ([r["loss"] for r in read_metrics(tmp_path / n)] for n in ("one", "two"))
     assert len(one) == 2 and two == pytest.approx(one, abs=1e-4)
+
+
+def _gates(trainer) -> list[torch.Tensor]:
+    return [torch.cat([p.detach().flatten() for p in layer.fam_write_gate.parameters()])
+            for layer in trainer.fam.model.layers]
+
+
+def test_fam_write_gate_reset_zeroes_the_chosen_layers_gates(tmp_path):
+    """fam_write_gate_reset: after init_adapter brought trained write gates, the chosen layers' gates
+    are zero (z = 1, the paper's update) and the other layers keep the adapter's; "unsupervised"
+    keeps the layers of the supervised heads."""
+    from safetensors.torch import load_file, save_file
+
+    from transformer_fam.training.trainer import Trainer
+
+    first = Trainer(recipe_from_dict(_values(tmp_path / "a", max_steps=1, fam_write_gate=True)))
+    assert first.run() == 0
+    adapter = tmp_path / "a" / "run" / "final" / "adapter"
+    prompt = load_file(adapter / "fam_prompt.safetensors")
+    g = torch.Generator().manual_seed(0)
+    save_file({k: torch.randn(v.shape, generator=g) if "fam_write_gate" in k else v for k, v in prompt.items()},
+              adapter / "fam_prompt.safetensors")  # gates far from zero in every layer
+
+    def started(name, **kw):
+        return Trainer(recipe_from_dict(_values(tmp_path / name, init_adapter=str(adapter), fam_write_gate=True, **kw)))
+
+    kept = _gates(started("keep"))
+    assert all(g.abs().min() > 0 for g in kept)
+    one = _gates(started("one", fam_write_gate_reset="1"))
+    assert torch.equal(one[0], kept[0]) and not one[1].any()
+    assert not any(g.any() for g in _gates(started("all", fam_write_gate_reset="all")))
+    trainer = started("unsup", fam_write_gate_reset="unsupervised")
+    supervised = {layer for layer, _ in trainer.supervision.heads}
+    assert len(supervised) == 1  # one layer kept, one reset
+    for i, gate in enumerate(_gates(trainer)):
+        assert torch.equal(gate, kept[i]) if i in supervised else not gate.any()
+    with pytest.raises(ValueError, match="fam_write_gate_reset=5: layer 5 does not exist"):
+        started("five", fam_write_gate_reset="5")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fam_write_gate_reset": "all"}, "fam_write_gate_reset=all: resets option O4's write gates; needs fam_write_gate=true"),
+    ({"fam_write_gate_reset": "all", "fam_write_gate": True}, "fam_write_gate_reset=all: resets the gates an init_adapter brings"),
+    ({"fam_write_gate_reset": "top", "fam_write_gate": True, "init_adapter": "x"},
+     "fam_write_gate_reset=top: expected all, unsupervised or layer indices"),
+    ({"fam_write_gate_reset": "-1", "fam_write_gate": True, "init_adapter": "x"}, "must be >= 0"),
+    ({"fam_write_gate_reset": "unsupervised", "fam_write_gate": True, "init_adapter": "x", "read_weight": 0.0,
+      "write_weight": 0.0, "probe_weight": 0.0}, "keeps the layers of the supervised heads"),
+])
+def test_fam_write_gate_reset_recipe_key_is_checked(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_from_dict({**_values(tmp_path), **changes})

@@ -81,6 +81,9 @@ class Recipe:
     fam_read_gate: bool = False  # option, not the paper: FAM read through its own softmax, zero-init gate tanh(g)
     fam_center: bool = False  # option, not the paper: FAM readers see it minus its mean over the F vectors
     fam_write_gate: bool = False  # option, not the paper: a learned gate on each FAM increment (zero init = paper)
+    fam_write_gate_reset: str = ""  # with init_adapter: set these layers' write gates back to zero (the paper's
+    #                                 update) before training: "all", "unsupervised" (every layer holding no
+    #                                 supervised head), or layer indices "0,1,4"; "": keep the adapter's gates
     fam_read_heads: str = ""  # option O5, not the paper: only these heads read the FAM ("17.3,18.6": LAYER.HEAD;
     #                           "retrieval": the heads the retrieval supervision finds); "": every head (paper)
     fam_read_distant: int = 0  # option O5: > 0 adds the K heads whose output BSWA changes most in the original
@@ -165,6 +168,8 @@ class Recipe:
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
         if self.fam_read_distant:
             self._validate_read_distant()
+        if self.fam_write_gate_reset:
+            self._validate_write_gate_reset()
         if self.fam_read_heads == "retrieval":
             if self.read_weight <= 0 and self.write_weight <= 0:
                 raise ValueError("recipe key fam_read_heads=retrieval: names the heads the retrieval supervision "
@@ -241,6 +246,24 @@ class Recipe:
         if self.preset and self.preset not in PRESETS:
             raise ValueError(f"recipe key preset={self.preset!r}: must be one of {', '.join(PRESETS)}")
         return self
+
+    def _validate_write_gate_reset(self) -> None:
+        key, spec = f"recipe key fam_write_gate_reset={self.fam_write_gate_reset}", self.fam_write_gate_reset
+        if spec not in ("all", "unsupervised"):
+            try:
+                layers = [int(x) for x in spec.split(",")]
+            except ValueError:
+                raise ValueError(f"{key}: expected all, unsupervised or layer indices like 0,1,4") from None
+            if min(layers) < 0:
+                raise ValueError(f"{key}: layer indices must be >= 0")
+        if not self.fam_write_gate:
+            raise ValueError(f"{key}: resets option O4's write gates; needs fam_write_gate=true")
+        if not self.init_adapter:
+            raise ValueError(f"{key}: resets the gates an init_adapter brings (new gates start at zero); "
+                             "set init_adapter")
+        if spec == "unsupervised" and self.read_weight <= 0 and self.write_weight <= 0:
+            raise ValueError(f"{key}: keeps the layers of the supervised heads, which needs read_weight > 0 "
+                             "or write_weight > 0")
 
     def _validate_text_prefix(self) -> None:
         """``text_prefix``: text rows of text_prefix + seq_len tokens, the prefix streamed without

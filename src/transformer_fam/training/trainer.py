@@ -96,6 +96,8 @@ class Trainer:
                                      "use fam_read_heads=retrieval")
         if recipe.fam_read_distant:
             self._add_distant_readers()
+        if recipe.fam_write_gate_reset:
+            self._reset_write_gates()
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
         self.model.train()
@@ -143,6 +145,28 @@ class Trainer:
         readers += [(layer, h) for _, layer, h in scored if (layer, h) not in readers]
         config.fam_read_heads = [list(h) for h in readers]
         self.log("fam_read_heads: " + ",".join(f"{layer}.{h}" for layer, h in readers))
+
+    def _reset_write_gates(self) -> None:
+        """Recipe key ``fam_write_gate_reset``: the listed layers' write gates (option O4) back to zero,
+        the paper's update, after ``init_adapter`` loaded them. A gate saturated near 0 (z ~ 1e-11 in
+        a layer whose FAM an earlier stage learned to freeze) has no gradient left to reopen it; the
+        layers that gain readers here may need it open. On resume the checkpoint's gates replace these."""
+        spec, layers = self.recipe.fam_write_gate_reset, self.fam.model.layers
+        if spec == "all":
+            chosen = list(range(len(layers)))
+        elif spec == "unsupervised":
+            kept = {layer for layer, _ in self.supervision.heads}
+            chosen = [i for i in range(len(layers)) if i not in kept]
+        else:
+            chosen = [int(x) for x in spec.split(",")]
+            if max(chosen) >= len(layers):
+                raise ValueError(f"recipe key fam_write_gate_reset={spec}: layer {max(chosen)} does not exist "
+                                 f"(the model has {len(layers)} layers)")
+        with torch.no_grad():
+            for i in chosen:
+                for p in layers[i].fam_write_gate.parameters():
+                    p.zero_()
+        self.log("write gates reset to zero (the paper's update) in layers " + ",".join(map(str, chosen)))
 
     def _wrap(self, model):
         r = self.recipe
