@@ -4,7 +4,8 @@ of the recipe's batches, for several data seeds and N.
 
     python benchmarks/distant_heads.py --seeds 0,4,5 --rows 2,8 --top 16 --out docs/distant_heads.json
 
-Prints, per (seed, rows), the top-K heads (the JSON: the first 40, with their scores), and for each
+Ranks in float32 (as a recipe with bf16=false; bf16 rounding can swap neighbours). Prints, per
+(seed, rows), the top-K heads (the JSON: the first 40, with their scores), and for each
 N the overlap of the top-K sets between seeds (|A & B| / K) and the ranks of the retrieval
 supervision's heads (17.3, 17.4, 18.6, 18.7).
 """

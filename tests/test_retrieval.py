@@ -435,7 +435,8 @@ def test_fam_read_distant_adds_the_distant_heads_to_the_readers(tmp_path):
     ids = torch.cat([text.batch(0)[0], text.batch(1)[0][:1]])
     assert not torch.equal(text.batch(1)[0][0], text.batch(0)[0][0])  # a third row, not a repeat
     ranked = distant_heads(trainer.model, ids, L, 0, 3)
-    assert ranked != distant_heads(trainer.model, ids[:2], L, 0, 3)  # the third row counts
+    two_rows = distant_heads(trainer.model, ids[:2], L, 0, 3)
+    assert [(a, b) for _, a, b in ranked] != [(a, b) for _, a, b in two_rows]  # the third row changes the heads
     supervised = [list(h) for h in trainer.supervision.heads]
     want = supervised + [[layer, h] for _, layer, h in ranked if [layer, h] not in supervised]
     assert trainer.fam.config.fam_read_heads == want
@@ -493,10 +494,31 @@ def test_fam_read_heads_outside_the_model_is_one_clear_error(tmp_path):
         Trainer(recipe_from_dict(_values(tmp_path, fam_read_heads="7.0")))
 
 
+def test_resume_keeps_the_readers_it_trained_with(tmp_path, capsys):
+    """The checkpoint holds option O5's readers; a run resumed with a recipe that would rank other
+    heads (fewer rows) carries on with the saved ones, says so, and saves them in its final model."""
+    from transformer_fam.training.trainer import Trainer
+
+    values = _values(tmp_path, fam_read_heads="retrieval", fam_read_distant=3, fam_read_distant_rows=3,
+                     retrieval_text=str(_book(tmp_path)), grad_accum=2, seq_len=2 * L + 5, max_steps=2, save_every=2)
+    first = Trainer(recipe_from_dict(values))
+    trained = first.fam.config.fam_read_heads
+    assert first.run() == 0
+    other = dict(values, fam_read_distant_rows=2, max_steps=3)
+    assert Trainer(recipe_from_dict(dict(other, out_dir=str(tmp_path / "fresh")))).fam.config.fam_read_heads != trained
+    capsys.readouterr()
+    resumed = Trainer(recipe_from_dict(other), resume=True)
+    assert resumed.run() == 0
+    assert resumed.fam.config.fam_read_heads == trained
+    assert "the readers saved in" in capsys.readouterr().err
+    assert FamForCausalLM.from_pretrained(Path(values["out_dir"]) / "final").config.fam_read_heads == trained
+
+
 @pytest.mark.slow
 def test_fam_read_distant_under_torchrun_matches_one_process(tmp_path):
-    """Two DDP ranks (torchrun, gloo) choose the readers once and share rank 0's list: the saved
-    model's readers and the losses equal the one-process run's."""
+    """Two DDP ranks (torchrun, gloo) rank the readers, rank 0's list is broadcast: the saved model's
+    readers and the losses equal the one-process run's. (Both ranks rank the same rows, so this shows
+    the broadcast runs and agrees, not that it corrects a disagreement.)"""
     import subprocess
     import sys
 

@@ -116,9 +116,6 @@ class Recipe:
         key = f"recipe key fam_read_distant={self.fam_read_distant}"
         if self.fam_read_distant < 0:
             raise ValueError(f"{key}: must be >= 0 (0: off)")
-        if self.fam_read_distant_rows < 1:
-            raise ValueError(f"recipe key fam_read_distant_rows={self.fam_read_distant_rows}: must be >= 1 "
-                             "(the text rows that rank the heads)")
         if self.attention_mode != "fam":
             raise ValueError(f"{key}: acts on the FAM only, but attention_mode={self.attention_mode}; "
                              "set it to 0 or use attention_mode=fam")
@@ -166,6 +163,9 @@ class Recipe:
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")
+        if self.fam_read_distant_rows < 1:
+            raise ValueError(f"recipe key fam_read_distant_rows={self.fam_read_distant_rows}: must be >= 1 "
+                             "(the text rows that rank fam_read_distant's heads)")
         if self.fam_read_distant:
             self._validate_read_distant()
         if self.fam_write_gate_reset:

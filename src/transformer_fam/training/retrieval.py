@@ -234,6 +234,8 @@ def distant_heads(model, ids: torch.Tensor, block_size: int, mem_segments: int, 
     window = (mem_segments + 1) * L
     if T <= window:
         raise ValueError(f"distant_heads: rows of {T} tokens never reach beyond the {window}-token window")
+    if rows_per_pass < 1 or ids.shape[0] < 1:
+        raise ValueError(f"distant_heads: needs rows ({ids.shape[0]}) and rows_per_pass >= 1 (got {rows_per_pass})")
     pos = torch.arange(T, device=ids.device)
     query = pos[window:, None]
     causal = pos[None, :] <= query

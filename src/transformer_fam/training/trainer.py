@@ -76,6 +76,7 @@ class Trainer:
                                         recipe.passkey_curriculum)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
+        self._check_write_gate_reset()
         self.supervision = None  # read / write / probe supervision (training/retrieval.py)
         if supervised:
             from .retrieval import build_supervision
@@ -120,8 +121,9 @@ class Trainer:
         """Option O5's ``fam_read_distant``: the K heads whose output BSWA changes most in the original
         model, over the first ``fam_read_distant_rows`` text rows (the first batches' rows in order: a
         fixed draw, the same heads on resume), join the readers (the supervised or listed ones; alone,
-        they are all the readers). Every rank ranks (the forward needs them all under FSDP); rank 0's
-        list is the one used, so the ranks cannot disagree on it."""
+        they are all the readers). Every rank ranks the same rows with the unwrapped model; rank 0's
+        list is broadcast, so the ranks cannot disagree on it (by rounding). A resumed run takes the
+        readers saved with its checkpoint (``load_checkpoint``)."""
         from .retrieval import distant_heads
 
         r, config = self.recipe, self.fam.config
@@ -158,15 +160,20 @@ class Trainer:
             kept = {layer for layer, _ in self.supervision.heads}
             chosen = [i for i in range(len(layers)) if i not in kept]
         else:
-            chosen = [int(x) for x in spec.split(",")]
-            if max(chosen) >= len(layers):
-                raise ValueError(f"recipe key fam_write_gate_reset={spec}: layer {max(chosen)} does not exist "
-                                 f"(the model has {len(layers)} layers)")
+            chosen = sorted({int(x) for x in spec.split(",")})
         with torch.no_grad():
             for i in chosen:
                 for p in layers[i].fam_write_gate.parameters():
                     p.zero_()
-        self.log("write gates reset to zero (the paper's update) in layers " + ",".join(map(str, chosen)))
+        self.log("write gates reset to zero (the paper's update) in layers " + ",".join(map(str, chosen))
+                 + (" (a resumed run then loads its checkpoint's)" if self.resume else ""))
+
+    def _check_write_gate_reset(self) -> None:
+        """``fam_write_gate_reset``'s layer indices exist (checked before the slow set-up steps)."""
+        spec, n = self.recipe.fam_write_gate_reset, len(self.fam.model.layers)
+        if spec and spec not in ("all", "unsupervised") and max(int(x) for x in spec.split(",")) >= n:
+            raise ValueError(f"recipe key fam_write_gate_reset={spec}: layer {max(int(x) for x in spec.split(','))} "
+                             f"does not exist (the model has {n} layers)")
 
     def _wrap(self, model):
         r = self.recipe
@@ -228,7 +235,8 @@ class Trainer:
             else self.supervision.probe.state_dict()})
         if d.main:
             trainer_state = {"step": step, "batches_consumed": step * self.recipe.grad_accum,
-                             "world_size": d.world, "batching": self.recipe.batching}
+                             "world_size": d.world, "batching": self.recipe.batching,
+                             "fam_read_heads": self.fam.config.fam_read_heads}  # option O5's readers, as trained
             ckpt.write_main(tmp, states["model"], states["optimizer"], self.scheduler.state_dict(), trainer_state)
         d.barrier()
         if d.main:
@@ -246,6 +254,11 @@ class Trainer:
         self._load_model_state(state["model"], state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["trainer"]["step"]
+        saved = state["trainer"].get("fam_read_heads", self.fam.config.fam_read_heads)
+        if saved != self.fam.config.fam_read_heads:  # e.g. fam_read_distant ranked other heads this time
+            named = ",".join(f"{layer}.{h}" for layer, h in saved) if saved else "every head"
+            self.log(f"--resume: the readers saved in {state['folder']} replace the ones chosen now: {named}")
+            self.fam.config.fam_read_heads = saved
         rank = state["rank"]
         self.rsp.state = (None if rank["rsp_state"] is None
                           else [t.to(self.dist.device) for t in rank["rsp_state"]])
