@@ -519,6 +519,7 @@ def test_fam_read_distant_under_torchrun_matches_one_process(tmp_path):
     """Two DDP ranks (torchrun, gloo) rank the readers, rank 0's list is broadcast: the saved model's
     readers and the losses equal the one-process run's. (Both ranks rank the same rows, so this shows
     the broadcast runs and agrees, not that it corrects a disagreement.)"""
+    import os
     import subprocess
     import sys
 
@@ -530,7 +531,7 @@ def test_fam_read_distant_under_torchrun_matches_one_process(tmp_path):
     values.update(read_weight=0.0, write_weight=0.0, probe_weight=0.0)  # the supervision runs in one process
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(values))
-    env = dict(__import__("os").environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo / "src"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo / "src"))
     runs = {}
     for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
         done = subprocess.run([sys.executable, *launcher, "-m", "transformer_fam.cli", "train", str(recipe),

@@ -76,7 +76,7 @@ class Trainer:
                                         recipe.passkey_curriculum)
         self.model = build_model(recipe, self.tokenizer).to(self.dist.device)
         self.fam = fam_model(self.model)
-        self._check_write_gate_reset()
+        self.recipe.write_gate_reset_layers(len(self.fam.model.layers))  # layers out of range: fail before the slow set-up
         self.supervision = None  # read / write / probe supervision (training/retrieval.py)
         if supervised:
             from .retrieval import build_supervision
@@ -153,27 +153,15 @@ class Trainer:
         the paper's update, after ``init_adapter`` loaded them. A gate saturated near 0 (z ~ 1e-11 in
         a layer whose FAM an earlier stage learned to freeze) has no gradient left to reopen it; the
         layers that gain readers here may need it open. On resume the checkpoint's gates replace these."""
-        spec, layers = self.recipe.fam_write_gate_reset, self.fam.model.layers
-        if spec == "all":
-            chosen = list(range(len(layers)))
-        elif spec == "unsupervised":
-            kept = {layer for layer, _ in self.supervision.heads}
-            chosen = [i for i in range(len(layers)) if i not in kept]
-        else:
-            chosen = sorted({int(x) for x in spec.split(",")})
+        layers = self.fam.model.layers
+        supervised = {layer for layer, _ in self.supervision.heads} if self.supervision is not None else set()
+        chosen = self.recipe.write_gate_reset_layers(len(layers), supervised)
         with torch.no_grad():
             for i in chosen:
                 for p in layers[i].fam_write_gate.parameters():
                     p.zero_()
         self.log("write gates reset to zero (the paper's update) in layers " + ",".join(map(str, chosen))
                  + (" (a resumed run then loads its checkpoint's)" if self.resume else ""))
-
-    def _check_write_gate_reset(self) -> None:
-        """``fam_write_gate_reset``'s layer indices exist (checked before the slow set-up steps)."""
-        spec, n = self.recipe.fam_write_gate_reset, len(self.fam.model.layers)
-        if spec and spec not in ("all", "unsupervised") and max(int(x) for x in spec.split(",")) >= n:
-            raise ValueError(f"recipe key fam_write_gate_reset={spec}: layer {max(int(x) for x in spec.split(','))} "
-                             f"does not exist (the model has {n} layers)")
 
     def _wrap(self, model):
         r = self.recipe
