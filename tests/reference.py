@@ -135,12 +135,16 @@ def reference_fam(model, ids):
         x = model.model.embed_tokens.weight[block]
         tok_pos = torch.arange(start, start + n)
         fam_pos = torch.arange(start - Fl, start)  # F_{b-1} sits on the last F positions of block b-1
+        before = list(fam)  # F_{b-1} of every layer (the layers below update theirs during this block)
         for i, layer in enumerate(layers):
             q, k, v = layer.qkv(x, tok_pos)
             qf, kf, vf = layer.qkv(centred(fam[i]), fam_pos)
+            rk, rv = kf, vf  # what the block reads: this layer's FAM (rule F3)
+            if getattr(c, "fam_read_shift", False) and i > 0 and start > 0:  # option O6: the layer below's
+                _, rk, rv = layer.qkv(centred(before[i - 1]), fam_pos)
             mem = memory[i][-m:] if m > 0 else []
-            mk = torch.cat([mk for mk, _ in mem] + [kf, k])
-            mv = torch.cat([mv for _, mv in mem] + [vf, v])
+            mk = torch.cat([mk for mk, _ in mem] + [rk, k])
+            mv = torch.cat([mv for _, mv in mem] + [rv, v])
             n_mem = sum(mk_.shape[0] for mk_, _ in mem)
             allowed = torch.zeros(n, n_mem + Fl + n, dtype=torch.bool)
             allowed[:, : n_mem + Fl] = True

@@ -236,15 +236,17 @@ def test_smollm2_full_mode_matches_hf_on_a_real_prompt(tmp_path):
 
 
 def test_cli_fam_read_heads_are_saved_and_checked(tmp_path, capsys):
-    """Option O5 from `fam convert`: the heads land in config.json; a bad value, or the option
-    outside fam mode, is one line on stderr."""
+    """Options O5 / O6 from `fam convert`: the heads and the shift land in config.json; a bad value,
+    or an option outside fam mode, is one line on stderr."""
     hf_tiny("qwen3").save_pretrained(tmp_path / "hf")
     word_tokenizer().save_pretrained(tmp_path / "hf")
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "fam"), "--block-size", "8", "--mem-segments", "1",
-                 "--fam-length", "2", "--fam-read-heads", "1.0,0.3"]) == 0
-    assert json.loads((tmp_path / "fam" / "config.json").read_text())["fam_read_heads"] == [[1, 0], [0, 3]]
+                 "--fam-length", "2", "--fam-read-heads", "1.0,0.3", "--fam-read-shift"]) == 0
+    saved = json.loads((tmp_path / "fam" / "config.json").read_text())
+    assert saved["fam_read_heads"] == [[1, 0], [0, 3]] and saved["fam_read_shift"] is True
     for argv, why in ((["--fam-read-heads", "1:0"], "'1:0' is not LAYER.HEAD"),
-                      (["--fam-read-heads", "1.0", "--mode", "bswa"], "acts on the FAM, but --mode is bswa")):
+                      (["--fam-read-heads", "1.0", "--mode", "bswa"], "acts on the FAM, but --mode is bswa"),
+                      (["--fam-read-shift", "--mode", "bswa"], "--fam-read-shift: acts on the FAM, but --mode is bswa")):
         capsys.readouterr()
         assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()

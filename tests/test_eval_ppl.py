@@ -93,3 +93,28 @@ def test_cli_fam_read_heads_restricts_the_fam_modes(tmp_path, capsys):
         last = err.strip().splitlines()[-1]
         assert "Traceback" not in err and last.startswith("fam") and "--fam-read-heads" in last, err
         assert re.search(why, last), last
+
+
+def test_cli_fam_read_shift_switches_option_o6_on_and_off(tmp_path, capsys):
+    """Option O6 on the command line: --fam-read-shift on gives the numbers of the model whose config
+    has fam_read_shift, off those of the paper's form; bswa mode refuses it in one clear line."""
+    from transformer_fam.evaluation.perplexity import load_texts
+
+    text = _model_and_text(tmp_path)
+    got = {}
+    for value in ("on", "off"):
+        assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "fam",
+                     "--fam-read-shift", value, "--out", str(tmp_path / value)]) == 0
+        rec = json.loads((tmp_path / value / "ppl.json").read_text())
+        assert rec["fam_read_shift"] is (value == "on")
+        got[value] = rec["modes"]["fam"]["0-4k"]["loss"]
+    model = tiny("fam")
+    ids = load_texts(str(text), passkey_tokenizer())
+    assert got["off"] == pytest.approx(evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"], abs=1e-5)
+    model.config.fam_read_shift = True
+    assert got["on"] == pytest.approx(evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"], abs=1e-5)
+    assert abs(got["on"] - got["off"]) > 1e-4
+    assert main(["eval", "passkey", "--model", str(tmp_path / "m"), "--attention-mode", "bswa",
+                 "--fam-read-shift", "on", "--lengths", "8", "--samples", "1", "--out", str(tmp_path / "p")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--fam-read-shift" in last and "bswa" in last, last

@@ -125,6 +125,74 @@ def test_centred_fam_equals_algorithm2_with_centred_readers(T):
     assert (paper(ids).logits - logits).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("T", [32, 29])
+@pytest.mark.parametrize("extra", [{}, {"fam_read_heads": [[1, 0], [2, 3]]}, {"fam_write_gate": True}])
+def test_shifted_read_equals_algorithm2_reading_the_layer_below(T, extra):
+    """Option O6: with fam_read_shift, block b >= 1 of layer l >= 1 reads layer l-1's FAM after block
+    b-1 through layer l's projections, on the training, inference and streamed paths (with O5's
+    readers and O4's write gate too); it differs from the paper's form on the same weights, and
+    switching it off at run time gives the paper's form back."""
+    model = tiny("fam", L=8, m=1, F=3, layers=3, fam_read_shift=True, **extra)
+    ids = ids_for(model, 2, T)
+    logits = _paths_equal_reference(model, ids)
+    model.config.fam_read_shift = False
+    paper = model(ids).logits
+    assert (paper - logits).abs().max() > 1e-3
+    torch.testing.assert_close(paper[:, :8], logits[:, :8], atol=1e-6, rtol=0)  # block 0 reads the initial FAM
+
+
+def test_shifted_read_streams_in_any_chunking_and_tokens_one_at_a_time():
+    """Option O6 with rule S2: single tokens, ragged pieces and whole blocks give one call's logits,
+    and a cache that went through tensors (rule S4) continues the same way."""
+    model = tiny("fam", L=4, m=0, F=2, layers=3, fam_read_shift=True)
+    ids = ids_for(model, 2, 23)
+    whole = model(ids).logits
+    with torch.no_grad():
+        for cuts in ([1, 2, 3, 5, 9, 13, 17, 18, 19, 21], [4, 8, 12, 16, 20], list(range(1, 23))):
+            streamed, _ = _stream(model, ids, cuts)
+            torch.testing.assert_close(streamed, whole, atol=TOL, rtol=0)
+        first, cache = _stream(model, ids[:, :10], [])
+        assert cache.layers[1].fam_rk is not None and cache.layers[0].fam_rk is None
+        cache = FamCache.from_state_dict(model.config, cache.state_dict())
+        rest = model(ids[:, 10:], past_key_values=cache, use_cache=True).logits
+    torch.testing.assert_close(torch.cat((first, rest), 1), whole, atol=TOL, rtol=0)
+
+
+def test_shifted_read_reads_the_carried_fam_of_the_layer_below():
+    """Option O6 with a carried FAM (rules S3, F5): the first block after it reads layer l-1's
+    carried FAM, exactly what it reads when the stream runs on from the block that produced it."""
+    model = tiny("fam", L=4, m=0, F=2, layers=3, fam_read_shift=True)
+    ids = ids_for(model, 1, 12)
+    with torch.no_grad():
+        out = model(ids[:, :8], use_cache=True)
+        whole = model(ids).logits
+        carried = FamCache.from_fam_state(model.config, out.past_key_values.fam_state(), position_offset=8)
+        cont = model(ids[:, 8:], past_key_values=carried, use_cache=True).logits
+    torch.testing.assert_close(cont, whole[:, 8:], atol=TOL, rtol=0)
+
+
+def test_shifted_read_trains_with_activation_checkpointing():
+    """Option O6 passes the layer below's FAM between layers within a call; recomputing the layers
+    in the backward pass (activation checkpointing) gives the same gradients."""
+    grads = []
+    for ckpt in (False, True):
+        model = tiny("fam", L=4, m=0, F=2, layers=3, fam_read_shift=True).train()
+        if ckpt:
+            model.gradient_checkpointing_enable()
+        ids = ids_for(model, 2, 16)
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4)
+    assert grads[0]["model.fam_prompt"].abs().sum() > 0
+
+
+def test_fam_read_shift_is_checked():
+    with pytest.raises(ValueError, match="fam_read_shift"):
+        tiny("fam", L=8, m=1, F=3, fam_read_shift=1)
+
+
 @torch.no_grad()
 def test_centred_fam_ignores_what_all_slots_share():
     """Option O3: adding one vector to every FAM slot of a carried state leaves the next block's

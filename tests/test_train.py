@@ -98,6 +98,10 @@ def test_recipe_fam_options_reach_the_model_config():
     assert model_config(recipe_from_dict({}), vocab_size=50).fam_center is False
     with pytest.raises(ValueError, match="recipe key fam_center=True: acts on the FAM only"):
         recipe_from_dict({"attention_mode": "bswa", "fam_center": True})
+    assert model_config(recipe_from_dict({"fam_read_shift": True}), vocab_size=50).fam_read_shift is True
+    assert model_config(recipe_from_dict({}), vocab_size=50).fam_read_shift is False
+    with pytest.raises(ValueError, match="recipe key fam_read_shift=True: acts on the FAM only"):
+        recipe_from_dict({"attention_mode": "bswa", "fam_read_shift": True})
 
 
 def test_lr_schedule_warmup_constant_cosine():

@@ -60,3 +60,16 @@ def restrict_fam_reads(model, option: str, heads) -> None:
         model.config._validate()
     except ValueError as err:
         raise UserError(f"{option}: {err}") from None
+
+
+READ_SHIFT_HELP = ("option O6 (not the paper): on = block queries of layer l read the FAM of layer l-1, off = their "
+                   "own layer's (the paper); default: as the model was saved")
+
+
+def set_read_shift(model, option: str, value: str | None) -> None:
+    """Apply ``--fam-read-shift on|off`` (option O6) to a loaded model in fam mode; None leaves it."""
+    if value is None:
+        return
+    if model.config.attention_mode != "fam":
+        raise UserError(f"{option}: acts on the FAM, but the model runs in {model.config.attention_mode} mode")
+    model.config.fam_read_shift = value == "on"

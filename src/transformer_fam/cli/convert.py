@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fam-read-heads", default=None, metavar="HEADS",
                         help="option (not the paper): only these query heads read the FAM, LAYER.HEAD comma "
                              "separated (e.g. 17.3,18.6); the others attend as in BSWA")
+    parser.add_argument("--fam-read-shift", action="store_true",
+                        help="option (not the paper): block queries of layer l read the FAM of layer l-1 (the "
+                             "layer's input space) instead of their own layer's")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="parameter dtype (default: the source's; float32 for GGUF)")
 
@@ -44,10 +47,13 @@ def run(args) -> int:
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     if heads is not None and args.attention_mode != "fam":
         raise UserError(f"--fam-read-heads: acts on the FAM, but --mode is {args.attention_mode}")
+    if args.fam_read_shift and args.attention_mode != "fam":
+        raise UserError(f"--fam-read-shift: acts on the FAM, but --mode is {args.attention_mode}")
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
             mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
             **({"fam_read_gate": True} if args.fam_read_gate else {}),
             **({"fam_write_gate": True} if args.fam_write_gate else {}),
+            **({"fam_read_shift": True} if args.fam_read_shift else {}),
             **({"fam_read_heads": heads} if heads not in (None, "all") else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .common import add_dtype_argument, float_list, int_list, read_heads_argument, restrict_fam_reads
+from .common import (READ_SHIFT_HELP, add_dtype_argument, float_list, int_list, read_heads_argument,
+                     restrict_fam_reads, set_read_shift)
 
 READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
                    "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="ablation: every block reads the initial FAM instead of the previous block's (is the "
                     "memory used?)")
     pk.add_argument("--fam-read-heads", default=None, metavar="HEADS", help=READ_HEADS_HELP)
+    pk.add_argument("--fam-read-shift", default=None, choices=("on", "off"), help=READ_SHIFT_HELP)
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
@@ -55,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ppl.add_argument("--chunk-tokens", type=int, default=None, help="tokens per streamed call (default 4 blocks)")
     ppl.add_argument("--fam-read-heads", default=None, metavar="HEADS",
                      help=READ_HEADS_HELP + "; applies to the fam and fam-reset modes")
+    ppl.add_argument("--fam-read-shift", default=None, choices=("on", "off"),
+                     help=READ_SHIFT_HELP + "; applies to the fam and fam-reset modes")
     ppl.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     ppl.add_argument("--threads", type=int, default=None)
     add_dtype_argument(ppl)
@@ -92,6 +96,7 @@ def run_passkey(args) -> int:
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype)
     restrict_fam_reads(model, "--fam-read-heads", heads)
+    set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
     if args.fam_reset:
         from ..evaluation.ablation import FamResetEachBlock
 
@@ -112,7 +117,7 @@ def run_passkey(args) -> int:
         print(format_table({f"depth {d}": row for d, row in results.items()}))
         plot_heatmap(results, out / "passkey.png", f"PassKey: {name}")
     record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
-              "fam_read_heads": model.config.fam_read_heads,
+              "fam_read_heads": model.config.fam_read_heads, "fam_read_shift": model.config.fam_read_shift,
               "samples": args.samples,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
@@ -136,12 +141,13 @@ def run_ppl(args) -> int:
         raise UserError(f"--buckets {args.buckets}: {err}") from None
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     out = _out_dir(args)
-    results, t0, texts, read_heads_used = {}, time.time(), None, None
+    results, t0, texts, read_heads_used, shift_used = {}, time.time(), None, None, None
     for mode in modes:
         model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype)
         if mode != "bswa" and mode != "full":
             restrict_fam_reads(model, "--fam-read-heads", heads)
-            read_heads_used = model.config.fam_read_heads
+            set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
+            read_heads_used, shift_used = model.config.fam_read_heads, model.config.fam_read_shift
         if mode == "fam-reset":
             from ..evaluation.ablation import FamResetEachBlock
 
@@ -156,6 +162,7 @@ def run_ppl(args) -> int:
     print(format_ppl_table(results))
     plot_ppl(results, out / "ppl.png", f"{Path(args.model).name} on {Path(args.data).name}")
     record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used,
+              "fam_read_shift": shift_used,
               "texts": len(texts), "buckets": [b[2] for b in buckets],
               "tokens": sum(len(ids) for _, ids in texts), "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))

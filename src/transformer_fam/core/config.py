@@ -69,6 +69,15 @@ class FamConfig(PretrainedConfig):
             write side is unchanged). DuoAttention's split into retrieval and streaming heads: a
             converted model whose memory is taught to a few retrieval heads leaves the rest of
             the model its BSWA form. Read at run time, so it may be set on a built model.
+        fam_read_shift: ``False`` (the paper, rule F3: block queries of layer ``l`` read ``F_{b-1}^l``,
+            default) or ``True``, an option that departs from the paper (O6): block ``b >= 1`` of
+            layer ``l >= 1`` reads ``F_{b-1}^{l-1}``, the FAM of the layer below, through layer
+            ``l``'s own input norm and k/v projections at the same positions. ``F_{b-1}^l`` is layer
+            ``l``'s *output* for the FAM vectors, which lives where layer ``l+1``'s inputs live; a
+            pretrained layer was trained to read keys and values of its own inputs, and
+            ``F_{b-1}^{l-1}`` is one of those (as is the initial FAM, rule F4, which block 0 still
+            reads). The FAM updates are unchanged (each layer's FAM queries still attend to their
+            own previous FAM and the block); layer 0 reads its own FAM. Read at run time.
     """
 
     model_type = "fam"
@@ -106,6 +115,7 @@ class FamConfig(PretrainedConfig):
     fam_center: bool = False
     fam_write_gate: bool = False
     fam_read_heads: list | None = None
+    fam_read_shift: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -154,6 +164,8 @@ class FamConfig(PretrainedConfig):
             bad("fam_center", "must be true or false")
         if not isinstance(self.fam_write_gate, bool):
             bad("fam_write_gate", "must be true or false")
+        if not isinstance(self.fam_read_shift, bool):
+            bad("fam_read_shift", "must be true or false")
         self._validate_read_heads()
         if self.fam_center and self.attention_mode == "fam" and self.fam_length < 2:
             bad("fam_center", "needs fam_length >= 2 (one centred vector is zero)")

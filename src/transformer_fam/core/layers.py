@@ -8,7 +8,7 @@ Face Llama's, so a Llama state dict loads unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,9 @@ class StepContext:
     zero_residual: bool = False  # the first FAM update starts from the learned prompt
     need_state: bool = True  # False: nobody reads the cache after this call (no final FAM update)
     backend: str = "auto"  # window_attention backend (FamConfig.attention_backend)
+    # option O6 (fam_read_shift): layer index -> that layer's FAMs after each block this call updated,
+    # for the layer above to read
+    fams: dict = field(default_factory=dict)
 
 
 class FamDecoderLayer(nn.Module):
@@ -221,7 +224,8 @@ class FamDecoderLayer(nn.Module):
     def _windowed(self, q, k, v, state: WindowState, ctx: StepContext):
         plan = ctx.plan
         L, mL, nb, T, c = plan.block_size, state.layout.mem_len, plan.nb, plan.new, plan.cached
-        if nb == 1 and not torch.is_grad_enabled() and not state.k.requires_grad:
+        shift = ctx.mode == "fam" and self.config.fam_read_shift
+        if nb == 1 and not torch.is_grad_enabled() and not state.k.requires_grad and not shift:
             return self._decode_in_place(q, k, v, state, ctx)
         pad = nb * L - c - T
         mem_k, mem_v = state.memory_kv()
@@ -232,8 +236,9 @@ class FamDecoderLayer(nn.Module):
         fam_k = fam_v = None
         fam, fq = state.fam, state.fam_q
         fk, fv = state.fam_kv()
+        read_kv = (state.fam_rk, state.fam_rv)
         if ctx.mode == "fam":
-            ks, vs = [fk], [fv]
+            ks, vs, fams = [fk], [fv], []
             # the FAM scan: F queries per block (the update after the last block only feeds the state)
             for i in range(plan.n_complete if ctx.need_state else min(plan.n_complete, nb - 1)):
                 blk = slice(mL + i * L, mL + (i + 1) * L)
@@ -242,6 +247,11 @@ class FamDecoderLayer(nn.Module):
                     not (ctx.zero_residual and i == 0), ctx.fam_cos[i], ctx.fam_sin[i])
                 ks.append(fk)
                 vs.append(fv)
+                fams.append(fam)
+            if shift:
+                ks, vs = self._shifted_reads(state, ctx, fams, ks, vs)
+                if plan.n_complete and ctx.need_state and self.layer_idx > 0:
+                    read_kv = (ks[plan.n_complete], vs[plan.n_complete])
             fam_k = torch.stack(ks[:nb], dim=2)  # (B, Hk, nb, F, hd): FAM seen by each block
             fam_v = torch.stack(vs[:nb], dim=2)
         o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend, self.self_attn.read_gate(),
@@ -249,7 +259,20 @@ class FamDecoderLayer(nn.Module):
         if not ctx.need_state:
             return o, WindowState(state.layout)
         done = plan.n_complete * L
-        return o, WindowState.from_sequence(state.layout, k_seq, v_seq, fk, fv, done, c + T - done, fam, fq)
+        return o, WindowState.from_sequence(state.layout, k_seq, v_seq, fk, fv, done, c + T - done, fam, fq,
+                                            read_kv if shift else (None, None))
+
+    def _shifted_reads(self, state: WindowState, ctx: StepContext, fams: list, ks: list, vs: list):
+        """Option O6: the keys/values each block of this call reads, [the state's, then one per
+        completed block]: this layer's projections of the layer below's FAM after that block, at the
+        FAM's positions. Records this layer's own FAMs for the layer above. Layer 0 reads its own."""
+        ctx.fams[self.layer_idx] = fams
+        if self.layer_idx == 0:
+            return ks, vs
+        below = ctx.fams[self.layer_idx - 1]  # the layer below ran first in this call
+        reads = [state.read_kv()] + [self.fam_projections(f, ctx.fam_cos[i], ctx.fam_sin[i])[1:]
+                                     for i, f in enumerate(below)]
+        return [k for k, _ in reads], [v for _, v in reads]
 
     def _readers(self, device) -> torch.Tensor | None:
         """Option O5 (FamConfig.fam_read_heads): a (H,) bool of this layer's query heads that read

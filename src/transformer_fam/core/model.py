@@ -122,8 +122,11 @@ class FamModel(FamPreTrainedModel):
             else:
                 fam = carried[i].to(dtype)
                 q, k, v = layer.carried_fam(fam, cos, sin)
+            read_kv = (None, None)  # the block reads this layer's own FAM
+            if carried is not None and cfg.fam_read_shift and i > 0:  # option O6: the carried FAM of the layer below
+                read_kv = tuple(t.expand(B, *t.shape[1:]) for t in layer.carried_fam(carried[i - 1].to(dtype), cos, sin)[1:])
             fam, q, k, v = (t.expand(B, *t.shape[1:]) for t in (fam, q, k, v))
-            cache.layers[i] = cache.layers[i].with_fam(fam, q, k, v)
+            cache.layers[i] = cache.layers[i].with_fam(fam, q, k, v, read_kv)
         cache.carried_fam = None  # consumed: the stream's FAM now lives in the layers
 
     @torch.no_grad()

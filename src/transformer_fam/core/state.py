@@ -70,9 +70,14 @@ class WindowState:
     v: torch.Tensor | None = None
     fam: torch.Tensor | None = None  # (B, F, d) FAM input of this layer for the current block
     fam_q: torch.Tensor | None = None  # (B, H, F, hd) its queries at its positions
+    # option O6 (FamConfig.fam_read_shift): the keys/values the current block's queries read, (B, Hk, F, hd),
+    # projected from the FAM of the layer below; None: they read this layer's own FAM (the window's FAM slots)
+    fam_rk: torch.Tensor | None = None
+    fam_rv: torch.Tensor | None = None
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in ("k", "v", "fam", "fam_q") if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in ("k", "v", "fam", "fam_q", "fam_rk", "fam_rv")
+                if getattr(self, name) is not None}
 
     def map(self, fn) -> "WindowState":
         return WindowState(self.layout, **{name: fn(t) for name, t in self.tensors().items()})
@@ -89,9 +94,15 @@ class WindowState:
         return self.k[:, :, s], self.v[:, :, s]
 
     def fam_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of the FAM the current block reads (B, Hk, F, hd)."""
+        """Keys/values of this layer's own FAM (B, Hk, F, hd): what its FAM update attends to and,
+        in the paper's form, what the current block reads."""
         s = self.layout.fam
         return self.k[:, :, s], self.v[:, :, s]
+
+    def read_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values of the FAM the current block reads (B, Hk, F, hd): the own FAM's, or with
+        option O6 the ones projected from the layer below's FAM."""
+        return self.fam_kv() if self.fam_rk is None else (self.fam_rk, self.fam_rv)
 
     def current_kv(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n cached positions of the current block (B, Hk, n, hd)."""
@@ -104,14 +115,15 @@ class WindowState:
         return self.k[:, :, :end], self.v[:, :, :end]
 
     # --------------------------------------------------------------- writing
-    def with_fam(self, fam, fam_q, fam_k, fam_v) -> "WindowState":
-        """A copy whose FAM (and the FAM keys/values in the window) are replaced (autograd-safe)."""
+    def with_fam(self, fam, fam_q, fam_k, fam_v, read_kv=(None, None)) -> "WindowState":
+        """A copy whose FAM (and the FAM keys/values in the window) are replaced (autograd-safe);
+        read_kv: what the next block reads instead (option O6), or (None, None): the own FAM."""
         s = self.layout.fam
 
         def put(w, part):
             return torch.cat((w[:, :, : s.start], part, w[:, :, s.stop:]), dim=2)
 
-        return WindowState(self.layout, put(self.k, fam_k), put(self.v, fam_v), fam, fam_q)
+        return WindowState(self.layout, put(self.k, fam_k), put(self.v, fam_v), fam, fam_q, *read_kv)
 
     @torch.no_grad()
     def write_current_(self, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -121,7 +133,7 @@ class WindowState:
         self.v[:, :, s] = v
 
     @torch.no_grad()
-    def complete_block_(self, fam=None, fam_q=None, fam_k=None, fam_v=None) -> None:
+    def complete_block_(self, fam=None, fam_q=None, fam_k=None, fam_v=None, read_kv=None) -> None:
         """The current block is complete: it becomes the newest memory block (the ring moves by
         one), and the FAM it produced (fam mode) replaces the old one; in place."""
         lay, L = self.layout, self.layout.block_size
@@ -134,15 +146,18 @@ class WindowState:
                 w[:, :, lay.fam] = f_new
         if fam is not None:
             self.fam, self.fam_q = fam, fam_q
+        if read_kv is not None:
+            self.fam_rk, self.fam_rv = read_kv
 
     @classmethod
     def from_sequence(cls, layout: WindowLayout, k_seq, v_seq, fam_k, fam_v, done: int, cached_after: int,
-                      fam=None, fam_q=None) -> "WindowState":
+                      fam=None, fam_q=None, read_kv=(None, None)) -> "WindowState":
         """The window after a call that touched several blocks (autograd-safe).
 
         k_seq, v_seq: (B, Hk, m*L + nb*L, hd) the memory before the call, then the touched blocks;
         done: tokens of complete blocks in the touched part (n_complete * L); cached_after: tokens
-        of the new partial block; fam_k, fam_v: the FAM keys/values for the next block.
+        of the new partial block; fam_k, fam_v: the own FAM's keys/values for the next block;
+        read_kv: what the next block reads instead (option O6), or (None, None).
         """
         mL, L = layout.mem_len, layout.block_size
 
@@ -154,7 +169,7 @@ class WindowState:
                       seq.new_zeros(*seq.shape[:2], L - cached_after, seq.shape[3])]
             return torch.cat(parts, dim=2)
 
-        return cls(layout, window(k_seq, fam_k), window(v_seq, fam_v), fam, fam_q)
+        return cls(layout, window(k_seq, fam_k), window(v_seq, fam_v), fam, fam_q, *read_kv)
 
 
 LayerState = FullState | WindowState
