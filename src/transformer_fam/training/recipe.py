@@ -233,8 +233,10 @@ class Recipe:
             if value < 0:
                 raise ValueError(f"recipe key {key}={value}: must be >= 0")
             if value > 0:
+                # the heads come from the original model (adapters off); the supervision writes and probes
+                # a head's own layer's FAM, which O6's readers do not read
                 needs = {"data": "passkey-retrieval", "attention_mode": "fam", "finetune": "lora",
-                         "fam_read_gate": False}  # the heads come from the original model (adapters off)
+                         "fam_read_gate": False, "fam_read_shift": False}
                 for need, want in needs.items():
                     if getattr(self, need) != want:
                         raise ValueError(f"recipe key {key}={value}: needs {need}={want} (got {getattr(self, need)!r})")
