@@ -133,7 +133,7 @@ class WindowState:
         self.v[:, :, s] = v
 
     @torch.no_grad()
-    def complete_block_(self, fam=None, fam_q=None, fam_k=None, fam_v=None, read_kv=None) -> None:
+    def complete_block_(self, fam=None, fam_q=None, fam_k=None, fam_v=None) -> None:
         """The current block is complete: it becomes the newest memory block (the ring moves by
         one), and the FAM it produced (fam mode) replaces the old one; in place."""
         lay, L = self.layout, self.layout.block_size
@@ -146,8 +146,6 @@ class WindowState:
                 w[:, :, lay.fam] = f_new
         if fam is not None:
             self.fam, self.fam_q = fam, fam_q
-        if read_kv is not None:
-            self.fam_rk, self.fam_rv = read_kv
 
     @classmethod
     def from_sequence(cls, layout: WindowLayout, k_seq, v_seq, fam_k, fam_v, done: int, cached_after: int,
