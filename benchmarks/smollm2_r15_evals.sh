@@ -30,6 +30,7 @@ trained)
     ppl --model runs/r15-$R/final --modes fam,fam-reset,bswa --out $E/r15-$R-ppl
   done
   ppl --model runs/r15-shift/final --modes fam --fam-read-shift off --out $E/r15-shift-ppl-off
+  "$PY" benchmarks/inblock_loss.py --model runs/r15-paper/final --out docs/inblock_loss_r15p.json
   ;;
 gather)
   "$PY" benchmarks/gather_evals.py --out docs/smollm2_r15.json \
