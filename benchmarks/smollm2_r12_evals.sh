@@ -4,16 +4,8 @@
 # runs/r12-bswa, runs/r14-fam), the shipped smollm2-fam read by other heads, and the untrained
 # conversion in BSWA mode at windows 128-1024; then gathers them. One thread; ~2.5 h on a 2-core Xeon.
 #   bash benchmarks/smollm2_r12_evals.sh            (writes runs/ev/*, then docs/smollm2_r12.json)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-FAM=${FAM:-.venv/bin/fam}
-PY=${PY:-.venv/bin/python}
-export OMP_NUM_THREADS=1
-E=runs/ev
-D=4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8     # R12's 13 distant readers
+source "$(dirname "$0")/smollm2_evals_common.sh"
 T32=4.4,4.5,8.1,10.4,5.8,3.0,7.0,4.3,15.6,3.3,3.1,3.4,10.3,4.0,0.5,23.2,1.1,8.6,7.7,5.5,10.5,20.6,7.8,9.6,6.2,0.0,7.1,24.1,28.2,6.7,7.3,6.3  # docs/distant_heads.json "4/8", PassKey heads left out
-pk() { "$FAM" eval passkey --threads 1 "$@"; }
-ppl() { "$FAM" eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --threads 1 "$@"; }
 
 for R in r12 r14; do
   M=runs/$R-fam/final

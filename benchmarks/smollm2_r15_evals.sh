@@ -7,14 +7,7 @@
 #   bash benchmarks/smollm2_r15_evals.sh untrained   (no training needed)
 #   bash benchmarks/smollm2_r15_evals.sh trained     (after the two runs)
 #   bash benchmarks/smollm2_r15_evals.sh gather      (writes docs/smollm2_r15.json)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-FAM=${FAM:-.venv/bin/fam}
-PY=${PY:-.venv/bin/python}
-export OMP_NUM_THREADS=1
-E=runs/ev
-D=4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8     # R12's 13 distant readers
-ppl() { "$FAM" eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --threads 1 "$@"; }
+source "$(dirname "$0")/smollm2_evals_common.sh"
 
 case "${1:-}" in
 untrained)

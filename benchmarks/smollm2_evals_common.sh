@@ -1,0 +1,11 @@
+# Sourced by benchmarks/smollm2_r12_evals.sh and smollm2_r15_evals.sh: the tools, where the evaluations
+# write, R12's 13 distant readers and the two evaluation commands as every row of their tables ran them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+FAM=${FAM:-.venv/bin/fam}
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=1
+E=runs/ev
+D=4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8     # R12's 13 distant readers
+pk() { "$FAM" eval passkey --threads 1 "$@"; }
+ppl() { "$FAM" eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --threads 1 "$@"; }
