@@ -251,25 +251,29 @@ class Recipe:
             raise ValueError(f"recipe key preset={self.preset!r}: must be one of {', '.join(PRESETS)}")
         return self
 
-    def write_gate_reset_layers(self, n_layers: int, supervised: set[int] = frozenset()) -> list[int]:
+    def write_gate_reset_layers(self, n_layers: int | None, supervised: set[int] = frozenset()) -> list[int]:
         """The layers ``fam_write_gate_reset`` names, for a model of ``n_layers`` whose supervised heads
-        sit in the layers ``supervised``; ValueError (one line) on a bad spec or a layer out of range."""
+        sit in the layers ``supervised``; ValueError (one line) on a bad spec or a layer out of range.
+        ``n_layers=None`` (before the model is built) checks the spec's form only: an explicit list
+        comes back unchecked for range, "all" / "unsupervised" as []."""
         key, spec = f"recipe key fam_write_gate_reset={self.fam_write_gate_reset}", self.fam_write_gate_reset
         if spec in ("", "all", "unsupervised"):
-            return [] if not spec else [i for i in range(n_layers) if spec == "all" or i not in supervised]
+            if not spec or n_layers is None:
+                return []
+            return [i for i in range(n_layers) if spec == "all" or i not in supervised]
         try:
             layers = sorted({int(x) for x in spec.split(",")})
         except ValueError:
             raise ValueError(f"{key}: expected all, unsupervised or layer indices like 0,1,4") from None
         if layers[0] < 0:
             raise ValueError(f"{key}: layer indices must be >= 0")
-        if layers[-1] >= n_layers:
+        if n_layers is not None and layers[-1] >= n_layers:
             raise ValueError(f"{key}: layer {layers[-1]} does not exist (the model has {n_layers} layers)")
         return layers
 
     def _validate_write_gate_reset(self) -> None:
         key, spec = f"recipe key fam_write_gate_reset={self.fam_write_gate_reset}", self.fam_write_gate_reset
-        self.write_gate_reset_layers(10 ** 6)  # the spec's form; the layers' range once the model is built
+        self.write_gate_reset_layers(None)  # the spec's form; the layers' range once the model is built
         if not self.fam_write_gate:
             raise ValueError(f"{key}: resets option O4's write gates; needs fam_write_gate=true")
         if not self.init_adapter:
