@@ -179,6 +179,7 @@ def test_shifted_read_trains_with_activation_checkpointing():
         model = tiny("fam", L=4, m=0, F=2, layers=3, fam_read_shift=True).train()
         if ckpt:
             model.gradient_checkpointing_enable()
+        assert model.model.gradient_checkpointing is ckpt  # the layers are recomputed in the backward pass
         ids = ids_for(model, 2, 16)
         model(ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
