@@ -118,3 +118,22 @@ def test_cli_fam_read_shift_switches_option_o6_on_and_off(tmp_path, capsys):
                  "--fam-read-shift", "on", "--lengths", "8", "--samples", "1", "--out", str(tmp_path / "p")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--fam-read-shift" in last and "bswa" in last, last
+
+
+def test_cli_device_runs_where_asked_and_refuses_a_missing_gpu(tmp_path, capsys, monkeypatch):
+    """--device auto runs on the GPU when there is one, else on the CPU with the CPU's numbers (and says
+    which in ppl.json / passkey.json); --device cuda without a GPU is one clear line, rc 2."""
+    text = _model_and_text(tmp_path)
+    args = ["--model", str(tmp_path / "m"), "--data", str(text), "--modes", "bswa,fam"]
+    assert main(["eval", "ppl", *args, "--out", str(tmp_path / "cpu")]) == 0
+    assert main(["eval", "ppl", *args, "--device", "auto", "--out", str(tmp_path / "auto")]) == 0
+    cpu, auto = (json.loads((tmp_path / d / "ppl.json").read_text()) for d in ("cpu", "auto"))
+    assert cpu["device"] == "cpu" and auto["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    for mode in ("bswa", "fam"):
+        assert auto["modes"][mode]["0-4k"]["loss"] == pytest.approx(cpu["modes"][mode]["0-4k"]["loss"], abs=1e-4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    for command in (["eval", "ppl", *args], ["eval", "passkey", "--model", str(tmp_path / "m"), "--lengths", "8"]):
+        assert main([*command, "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--device cuda" in err[0] and "no CUDA device" in err[0], err

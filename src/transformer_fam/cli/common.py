@@ -15,6 +15,23 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
                         "where bfloat16 is slower)")
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the evaluation commands."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                        help="where to run (auto: cuda when a GPU is present, else cpu)")
+
+
+def resolve_device(value: str) -> str:
+    """"auto" -> "cuda" when a GPU is present, else "cpu"; "cuda" without one is a UserError."""
+    import torch
+
+    if value == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device available (torch.cuda.is_available() is False)")
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
 def int_list(option: str, text: str, minimum: int = 0) -> list[int]:
     """'0,256,4096' -> [0, 256, 4096]; a UserError naming ``option`` otherwise."""
     try:

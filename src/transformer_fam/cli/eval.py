@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .common import (READ_SHIFT_HELP, add_dtype_argument, float_list, int_list, read_heads_argument,
-                     restrict_fam_reads, set_read_shift)
+from .common import (READ_SHIFT_HELP, add_device_argument, add_dtype_argument, float_list, int_list,
+                     read_heads_argument, resolve_device, restrict_fam_reads, set_read_shift)
 
 READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
                    "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
+    add_device_argument(pk)
     pk.set_defaults(_eval=run_passkey)
     ppl = sub.add_parser("ppl", help="next-token loss / accuracy by position, comparing attention modes",
                          description="next-token loss / accuracy by position, comparing attention modes")
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ppl.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     ppl.add_argument("--threads", type=int, default=None)
     add_dtype_argument(ppl)
+    add_device_argument(ppl)
     ppl.set_defaults(_eval=run_ppl)
 
 
@@ -94,7 +96,8 @@ def run_passkey(args) -> int:
     if args.samples < 1 or args.batch_size < 1:
         raise UserError("--samples / --batch-size: must be >= 1")
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
-    model, tokenizer = load_model(args.model, args.attention_mode, args.dtype)
+    device = resolve_device(args.device)
+    model, tokenizer = load_model(args.model, args.attention_mode, args.dtype, device)
     restrict_fam_reads(model, "--fam-read-heads", heads)
     set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
     if args.fam_reset:
@@ -118,7 +121,7 @@ def run_passkey(args) -> int:
         plot_heatmap(results, out / "passkey.png", f"PassKey: {name}")
     record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
               "fam_read_heads": model.config.fam_read_heads, "fam_read_shift": model.config.fam_read_shift,
-              "samples": args.samples,
+              "samples": args.samples, "device": device,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
     (out / "passkey.json").write_text(json.dumps(record, indent=2))
@@ -140,10 +143,11 @@ def run_ppl(args) -> int:
     except ValueError as err:
         raise UserError(f"--buckets {args.buckets}: {err}") from None
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
+    device = resolve_device(args.device)
     out = _out_dir(args)
     results, t0, texts, read_heads_used, shift_used = {}, time.time(), None, None, None
     for mode in modes:
-        model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype)
+        model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype, device)
         if mode != "bswa" and mode != "full":
             restrict_fam_reads(model, "--fam-read-heads", heads)
             set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
@@ -164,7 +168,7 @@ def run_ppl(args) -> int:
     record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used,
               "fam_read_shift": shift_used,
               "texts": len(texts), "buckets": [b[2] for b in buckets],
-              "tokens": sum(len(ids) for _, ids in texts), "seconds": round(time.time() - t0, 1), "modes": results}
+              "tokens": sum(len(ids) for _, ids in texts), "device": device, "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out / 'ppl.json'} and {out / 'ppl.png'}")
     return 0

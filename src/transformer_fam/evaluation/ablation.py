@@ -28,6 +28,10 @@ class FamResetEachBlock:
             raise ValueError(f"FamResetEachBlock: needs a fam-mode model, got {model.config.attention_mode}")
         self.model, self.config = model, model.config
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     def eval(self):
         self.model.eval()
         return self

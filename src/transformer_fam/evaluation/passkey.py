@@ -58,7 +58,7 @@ def passkey_accuracy(model, tokenizer, filler_tokens: int, depth: float = 0.0, s
         keys = [random_key(rng) for _ in range(min(batch_size, samples - start))]
         rows = [make_passkey_example(filler_tokens, k, depth, tokenizer) for k in keys]
         a0, a1 = rows[0][1]
-        ids = torch.tensor([r[0][:a0] for r in rows], dtype=torch.long)
+        ids = torch.tensor([r[0][:a0] for r in rows], dtype=torch.long, device=getattr(model, "device", None))
         pred = greedy_answer(model, ids, a1 - a0, chunk)
         right += sum(answer_is_right(tokenizer, p.tolist(), k) for p, k in zip(pred, keys))
     return right / samples

@@ -69,7 +69,7 @@ def token_metrics(model, ids: list[int], chunk_tokens: int) -> tuple[torch.Tenso
 
     Returns (loss (T-1,), correct (T-1,)) for predicting token t+1 from tokens 0..t.
     """
-    x = torch.tensor([ids], dtype=torch.long)
+    x = torch.tensor([ids], dtype=torch.long, device=getattr(model, "device", None))
     losses, correct, prev = [], [], None
     for chunk, out in stream_chunks(model, x, chunk_tokens):
         logits = out.logits[0].float()  # (c, V)
@@ -82,7 +82,7 @@ def token_metrics(model, ids: list[int], chunk_tokens: int) -> tuple[torch.Tenso
         losses.append(torch.nn.functional.cross_entropy(pred_logits, targets, reduction="none"))
         correct.append(pred_logits.argmax(-1) == targets)
         prev = logits[-1:]
-    return torch.cat(losses), torch.cat(correct)
+    return torch.cat(losses).cpu(), torch.cat(correct).cpu()
 
 
 def evaluate_texts(model, texts: list[tuple[str, list[int]]], chunk_tokens: int, progress: bool = True,

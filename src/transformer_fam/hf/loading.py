@@ -69,11 +69,11 @@ def convert(source, out, dtype: torch.dtype | None = None, **fam) -> Path:
     return out
 
 
-def load_model(source: str, attention_mode: str | None = None, dtype: str = "auto"):
+def load_model(source: str, attention_mode: str | None = None, dtype: str = "auto", device: str = "cpu"):
     """(model, tokenizer) from a model folder (``save_pretrained`` + tokenizer), "smollm2" or a bundled
     fine-tune ("smollm2-fam"), in eval
     mode, in ``dtype`` ("auto", "float32", "bfloat16", "float16"; see hardware.resolve_dtype: a note
-    on stderr says when "auto" changed it). ``attention_mode`` reloads the weights in another mode."""
+    on stderr says when "auto" changed it), on ``device``. ``attention_mode`` reloads the weights in another mode."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {"attention_mode": attention_mode} if attention_mode else {}
@@ -90,4 +90,4 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
             raise FileNotFoundError(f"--model {folder}: not a model folder (no config.json); create one with "
                                     "`fam convert`")
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    return to_run_dtype(model.eval(), dtype), load_tokenizer(tokenizer_folder(source))
+    return to_run_dtype(model.eval().to(device), dtype), load_tokenizer(tokenizer_folder(source))
