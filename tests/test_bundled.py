@@ -65,3 +65,56 @@ def test_bundled_options_reach_the_conversion():
     assert model.config.fam_readers(17) == [3] and model.config.fam_readers(0) == []
     assert smollm2(**bundled_shape({k: meta[k] for k in ("attention_mode", "block_size", "mem_segments",
                                                           "fam_length")})).config.fam_read_heads is None
+
+
+def test_an_adapter_folder_loads_by_path_and_its_fam_json_round_trips(tmp_path):
+    """A SmolLM2 fine-tune saved as its adapter alone (fam.json + peft files) loads with --model PATH,
+    the same model as the bundled name; adapter_meta writes back the bundled fam.json; a fam.json of
+    another base is refused in one line."""
+    from transformer_fam.hf.smollm2 import adapter_meta, is_adapter_folder
+
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for p in FOLDER.iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    assert is_adapter_folder(folder) and not is_adapter_folder(tmp_path)
+    by_path, tokenizer = load_model(str(folder), dtype="float32")
+    by_name, _ = load_model("smollm2-fam", dtype="float32")
+    ids = torch.randint(0, by_name.config.vocab_size, (1, 200), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(by_path(input_ids=ids).logits, by_name(input_ids=ids).logits)
+    assert tokenizer("The pass key is 12345.")["input_ids"] == load_model("smollm2-fam")[1](
+        "The pass key is 12345.")["input_ids"]
+    assert adapter_meta(by_name.config) == json.loads((FOLDER / "fam.json").read_text())
+    assert load_model(str(folder), attention_mode="bswa")[0].config.attention_mode == "bswa"
+    (folder / "fam.json").write_text(json.dumps({"base": "llama", "attention_mode": "fam", "block_size": 128,
+                                                 "mem_segments": 0, "fam_length": 16}))
+    with pytest.raises(ValueError, match="fam.json: base 'llama'; only smollm2 adapters load by folder"):
+        load_model(str(folder))
+
+
+def test_fam_train_on_smollm2_saves_an_adapter_folder_that_loads_by_path(tmp_path):
+    """OUT/final/adapter of a LoRA fine-tune of SmolLM2 carries its fam.json (shape and options), so
+    --model OUT/final/adapter gives the merged OUT/final model."""
+    from transformer_fam.training.recipe import load_recipe
+    from transformer_fam.training.trainer import train
+
+    text = tmp_path / "t.txt"
+    text.write_text("The grass is green and the sky is blue. " * 200)
+    keys = [f"out_dir={tmp_path / 'run'}", f"data={text}", "seq_len=80", "batch_size=1", "grad_accum=1",
+            "max_steps=1", "block_size=32", "mem_segments=0", "fam_length=4", "lora_rank=4", "rsp_prob=0",
+            "random_position_offset=false", "bf16=false", "activation_checkpointing=false", "warmup_steps=0",
+            "fam_write_gate=true", "fam_read_heads=3.1,7.2", "tensorboard=false", "progress=false", "lr=0.01"]
+    assert train(load_recipe("smollm2-fam-lora", keys)) == 0
+    adapter = tmp_path / "run" / "final" / "adapter"
+    assert json.loads((adapter / "fam.json").read_text()) == {
+        "base": "smollm2", "attention_mode": "fam", "block_size": 32, "mem_segments": 0, "fam_length": 4,
+        "fam_write_gate": True, "fam_read_heads": [[3, 1], [7, 2]]}
+    by_path, _ = load_model(str(adapter), dtype="float32")
+    merged, _ = load_model(str(tmp_path / "run" / "final"), dtype="float32")
+    plain = smollm2(attention_mode="fam", block_size=32, mem_segments=0, fam_length=4)
+    ids = torch.randint(0, merged.config.vocab_size, (1, 100), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = by_path(input_ids=ids).logits, merged(input_ids=ids).logits
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+        assert (plain(input_ids=ids).logits - theirs).abs().max() > 1e-3  # the step changed the model

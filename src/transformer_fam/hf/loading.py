@@ -19,7 +19,7 @@ from .. import core  # noqa: F401  (registers model_type "fam" with the Auto cla
 from ..data.tokenizer import load_tokenizer
 from ..hardware import to_run_dtype
 from .convert import convert_checkpoint
-from .smollm2 import bundled_names, smollm2, smollm2_bundled, smollm2_folder
+from .smollm2 import bundled_names, is_adapter_folder, smollm2, smollm2_adapter, smollm2_bundled, smollm2_folder
 
 
 def _is_smollm2(source) -> bool:
@@ -32,7 +32,9 @@ def _is_bundled(source) -> bool:
 
 def tokenizer_folder(source) -> Path:
     """Where ``source``'s tokenizer lives: the SmolLM2 cache for "smollm2" and the bundled fine-tunes."""
-    return smollm2_folder() if _is_smollm2(source) or _is_bundled(source) else Path(source)
+    if _is_smollm2(source) or _is_bundled(source) or is_adapter_folder(source):
+        return smollm2_folder()
+    return Path(source)
 
 
 def from_hf(model_or_path, attention_mode: str = "fam", block_size: int = 1024, mem_segments: int = 3,
@@ -83,11 +85,14 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
         model = smollm2_bundled(str(source), attention_mode)
     else:
         folder = Path(source)
+        if is_adapter_folder(folder):
+            model = smollm2_adapter(folder, attention_mode)
+            return to_run_dtype(model.eval().to(device), dtype), load_tokenizer(smollm2_folder())
         if not folder.is_dir():
             bundled = ", ".join(["smollm2", *bundled_names()])
             raise FileNotFoundError(f"--model {folder}: no such folder (nor a bundled model: {bundled})")
         if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"--model {folder}: not a model folder (no config.json); create one with "
-                                    "`fam convert`")
+            raise FileNotFoundError(f"--model {folder}: not a model folder (no config.json, nor fam.json + "
+                                    "adapter_config.json of a SmolLM2 adapter); create one with `fam convert`")
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return to_run_dtype(model.eval().to(device), dtype), load_tokenizer(tokenizer_folder(source))

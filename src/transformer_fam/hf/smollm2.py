@@ -107,17 +107,33 @@ def bundled_shape(meta: dict) -> dict:
     return {**{k: meta[k] for k in SHAPE_KEYS}, **{k: meta[k] for k in OPTION_KEYS if k in meta}}
 
 
-def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.dtype | None = None):
-    """A bundled fine-tune (``bundled_names()``) as a FamForCausalLM: SmolLM2-135M-Instruct converted
-    to the shape in its ``fam.json``, its LoRA adapter and FAM prompt loaded and merged (a few seconds).
-    ``attention_mode`` runs the merged weights in another mode (e.g. ``bswa``, for a side-by-side)."""
+def is_adapter_folder(path) -> bool:
+    """A SmolLM2 fine-tune saved as its adapter alone: ``fam.json`` + a peft adapter, no ``config.json``
+    (a bundled model's folder, or ``OUT/final/adapter`` of ``fam train`` on ``base_model: smollm2``)."""
+    path = Path(path)
+    return path.is_dir() and (path / "fam.json").is_file() and (path / "adapter_config.json").is_file() \
+        and not (path / "config.json").exists()
+
+
+def adapter_meta(config) -> dict:
+    """``fam.json`` for a SmolLM2 fine-tune in ``config``'s shape: the base, the shape and the options
+    that are on (absent options are off, the paper's form); ``bundled_shape`` reads it back."""
+    meta = {"base": "smollm2", **{k: getattr(config, k) for k in SHAPE_KEYS}}
+    meta.update({k: getattr(config, k) for k in OPTION_KEYS if getattr(config, k, None)})
+    return meta
+
+
+def smollm2_adapter(folder, attention_mode: str | None = None, dtype: torch.dtype | None = None):
+    """A SmolLM2 fine-tune saved as an adapter folder (``is_adapter_folder``) as a FamForCausalLM:
+    SmolLM2-135M-Instruct converted to the shape in its ``fam.json``, its LoRA adapter and FAM prompt
+    loaded and merged (a few seconds). ``attention_mode`` runs the merged weights in another mode
+    (e.g. ``bswa``, for a side-by-side)."""
     from .lora import load_lora, merge_lora
 
-    if name not in bundled_names():
-        raise FileNotFoundError(f"--model {name}: no bundled model of that name (bundled: "
-                                f"{', '.join(bundled_names()) or 'none'})")
-    folder = BUNDLED_DIR / name
+    folder = Path(folder)
     meta = json.loads((folder / "fam.json").read_text())
+    if meta.get("base", "smollm2") != "smollm2":
+        raise ValueError(f"{folder / 'fam.json'}: base {meta['base']!r}; only smollm2 adapters load by folder")
     base = smollm2(**bundled_shape(meta), dtype=torch.float32)
     model = merge_lora(load_lora(base, folder))
     model.requires_grad_(False)
@@ -127,3 +143,11 @@ def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.d
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+def smollm2_bundled(name: str, attention_mode: str | None = None, dtype: torch.dtype | None = None):
+    """A bundled fine-tune (``bundled_names()``) as a FamForCausalLM (``smollm2_adapter`` of its folder)."""
+    if name not in bundled_names():
+        raise FileNotFoundError(f"--model {name}: no bundled model of that name (bundled: "
+                                f"{', '.join(bundled_names()) or 'none'})")
+    return smollm2_adapter(BUNDLED_DIR / name, attention_mode, dtype)

@@ -438,7 +438,8 @@ class Trainer:
 
     def save_final(self) -> Path:
         """OUT/final: a model folder (LoRA merged) with its tokenizer, for from_pretrained / fam generate;
-        with LoRA also OUT/final/adapter (``save_lora``: the adapters and the FAM prompt)."""
+        with LoRA also OUT/final/adapter (``save_lora``: the adapters and the FAM prompt; on SmolLM2 with
+        its ``fam.json``, so that ``--model OUT/final/adapter`` loads it like a bundled model)."""
         final = self.out / "final"
         states = self._model_state()
         if not self.dist.main:
@@ -455,6 +456,11 @@ class Trainer:
             from ..hf.lora import merge_lora, save_lora
 
             save_lora(model, tmp / "adapter")  # the small shareable part: init_adapter / load_lora take it
+            if self.recipe.base_model == "smollm2":  # and --model OUT/final/adapter loads it (hf/smollm2.py)
+                from ..hf.smollm2 import adapter_meta
+
+                meta = adapter_meta(fam_model(model).config)
+                (tmp / "adapter" / "fam.json").write_text(json.dumps(meta, indent=2) + "\n")
             model = merge_lora(model)
         model = fam_model(model)
         set_activation_checkpointing(model, False)
