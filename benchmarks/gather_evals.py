@@ -6,7 +6,7 @@
 
 Each ``--row LABEL FILE...`` merges the PassKey accuracy by filler length of every passkey.json
 (``accuracy``; ``accuracy_by_depth`` goes under ``passkey_depth``) and the position buckets of a
-ppl.json's mode (``ppl.json:MODE``; the file's only mode when none is named) under ``milton``.
+ppl.json's mode (``ppl.json:MODE``; the file's only mode when none is named) under the name of its ``--data`` (``milton``).
 The command that wrote each file is the source: the output records which files it read.
 """
 
@@ -37,7 +37,8 @@ def gather_row(files: list[str]) -> dict:
                 mode = next(iter(modes))
             if mode not in modes:
                 raise SystemExit(f"{path}: no mode {mode!r} (it holds {', '.join(modes)})")
-            row["milton"] = {b: {"accuracy": _pct(v["accuracy"]), "loss": round(v["loss"], 4), "tokens": v["tokens"]}
+            data = Path(str(record.get("data") or "milton")).name  # "milton", or the text folder's name
+            row[data] = {b: {"accuracy": _pct(v["accuracy"]), "loss": round(v["loss"], 4), "tokens": v["tokens"]}
                              for b, v in modes[mode].items()}
             if record.get("fam_read_heads") is not None:
                 row["fam_read_heads"] = record["fam_read_heads"]

@@ -36,3 +36,15 @@ def test_rows_merge_passkey_lengths_depths_and_one_ppl_mode(tmp_path):
         main(["--out", str(out), "--row", "x", ppl])
     with pytest.raises(SystemExit, match="no mode 'bswa'"):
         main(["--out", str(out), "--row", "x", ppl + ":bswa"])
+
+
+def test_a_ppl_json_of_another_text_goes_under_its_data_name(tmp_path):
+    """ppl.json records its --data: milton (or none, older files) under "milton", a folder under its name."""
+    main = runpy.run_path(str(SCRIPT))["main"]
+    bucket = {"accuracy": 0.25, "loss": 4.0, "tokens": 10}
+    kjv = _write(tmp_path / "k" / "ppl.json", {"data": "runs/ev/kjv7", "modes": {"bswa": {"2k+": bucket}}})
+    milton = _write(tmp_path / "m" / "ppl.json", {"data": "milton", "modes": {"bswa": {"2k+": {**bucket, "accuracy": 0.3}}}})
+    out = tmp_path / "r.json"
+    assert main(["--out", str(out), "--row", "twin", kjv, milton]) == 0
+    row = json.loads(out.read_text())["twin"]
+    assert row["kjv7"]["2k+"]["accuracy"] == 25.0 and row["milton"]["2k+"]["accuracy"] == 30.0

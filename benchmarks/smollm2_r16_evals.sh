@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The CPU evaluations behind docs/smollm2_r16.json (docs/smollm2_memory.md, "Seventeenth session") of the
+# three R16 adapters trained on a GPU by benchmarks/smollm2_gpu_r16.sh (bswa / famd / fama, 80 steps),
+# loaded by folder (fam.json + LoRA in bfloat16); the GPU's own evaluations are in R16/ev/*.
+#   bash benchmarks/smollm2_r16_evals.sh milton R16   (Milton, as every earlier table: one thread, ~25 min)
+#   bash benchmarks/smollm2_r16_evals.sh kjv R16      (7 books of the King James Bible, 4096 tokens each)
+#   bash benchmarks/smollm2_r16_evals.sh passkey R16  (the paper-form arm fama: 4x-63x, reset, depth 0.5)
+#   bash benchmarks/smollm2_r16_evals.sh gather R16   (writes docs/smollm2_r16.json)
+source "$(dirname "$0")/smollm2_evals_common.sh"
+R=${2:-benchmarks/adapters/smollm2-r16}
+case "${1:-}" in
+milton)
+  ppl --model $R/fama --modes fam,fam-reset,bswa --out $E/r16-fama-ppl
+  ppl --model $R/bswa --modes bswa --out $E/r16-bswa-ppl
+  ;;
+kjv)
+  if [ ! -d $E/kjv7 ]; then  # Genesis .. Judges: the first 7 books, each longer than 4096 tokens
+    "$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))" > /dev/null
+    mkdir -p $E/kjv7 && cp "${FAM_DATA_DIR:-$HOME/.cache/transformer_fam/data}"/kjv/0[1-7]_*.txt $E/kjv7/
+  fi
+  kjv() { "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 "$@"; }
+  kjv --model $R/fama --modes fam,fam-reset,bswa --out $E/r16-fama-kjv
+  kjv --model $R/bswa --modes bswa --out $E/r16-bswa-kjv
+  ;;
+passkey)
+  pk --model $R/fama --lengths 450,2000,4000 --samples 20 --out $E/r16-fama-pk
+  pk --model $R/fama --lengths 8050 --samples 10 --out $E/r16-fama-pk8k
+  pk --model $R/fama --lengths 450,2000 --samples 20 --fam-reset --out $E/r16-fama-pk-reset
+  pk --model $R/fama --lengths 450,2000 --depths 0.5 --samples 20 --out $E/r16-fama-pk-d05
+  ;;
+gather)
+  G=$R/gpu
+  "$PY" benchmarks/gather_evals.py --out docs/smollm2_r16.json \
+    --meta training="one run per arm on one NVIDIA H200 (bash benchmarks/smollm2_gpu_r16.sh; bfloat16 autocast), data seed 4, 80 steps of batch 8 + 8 rows" \
+      gpu_evals="$G/*.json: the H200, float32, the runs' float32 final/ models" \
+      cpu_evals="runs/ev/r16-*: 2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the adapters as committed (LoRA in bfloat16)" \
+      eval_seed=0 milton="7 texts x 4096 tokens" kjv7="Genesis..Judges, 7 x 4096 tokens" \
+    --row "R16 BSWA twin (GPU evaluation)" $G/bswa-ppl.json $G/bswa-passkey.json \
+    --row "R16 famd: 13 distant heads read (GPU evaluation)" $G/famd-ppl.json:fam $G/famd-passkey.json \
+    --row "R16 famd, FAM reset every block (GPU evaluation)" $G/famd-ppl.json:fam-reset \
+    --row "R16 famd's weights in BSWA mode (GPU evaluation)" $G/famd-ppl.json:bswa \
+    --row "R16 fama: every head reads, the paper's form (GPU evaluation)" $G/fama-ppl.json:fam $G/fama-passkey.json \
+    --row "R16 fama, FAM reset every block (GPU evaluation)" $G/fama-ppl.json:fam-reset \
+    --row "R16 fama's weights in BSWA mode (GPU evaluation)" $G/fama-ppl.json:bswa \
+    --row "R16 BSWA twin" $E/r16-bswa-ppl/ppl.json $E/r16-bswa-kjv/ppl.json \
+    --row "R16 fama: every head reads, the paper's form" $E/r16-fama-ppl/ppl.json:fam $E/r16-fama-kjv/ppl.json:fam \
+      $E/r16-fama-pk/passkey.json $E/r16-fama-pk8k/passkey.json $E/r16-fama-pk-d05/passkey.json \
+    --row "R16 fama, FAM reset every block" $E/r16-fama-ppl/ppl.json:fam-reset $E/r16-fama-kjv/ppl.json:fam-reset \
+      $E/r16-fama-pk-reset/passkey.json \
+    --row "R16 fama's weights in BSWA mode" $E/r16-fama-ppl/ppl.json:bswa $E/r16-fama-kjv/ppl.json:bswa
+  ;;
+*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|gather [R16 adapters]" >&2; exit 2 ;;
+esac
