@@ -7,16 +7,17 @@
 #   bswa   the BSWA twin                                   (fam train smollm2-bswa ...)
 #   famd   the paper's read by R12's 13 distant heads     (= R15p, write gates reset to the paper's update)
 #   fama   the paper's read by every head                 (the paper's form; write gates reset likewise)
-# usage: bash benchmarks/smollm2_gpu_r16.sh OUT [TRAIN_SECONDS]
-#   FAM ("fam"), DEVICE (cuda), BF16 (true), BATCH (8), SAVE (25), BASE (smollm2), INIT (the shipped adapter),
+# usage: bash benchmarks/smollm2_gpu_r16.sh OUT [TRAIN_SECONDS]     (R16 itself: OUT 360, SAVE=10 -> 80 steps)
+#        STEPS=80 bash benchmarks/smollm2_gpu_r16.sh OUT          (a fixed number of steps, no deadline)
+#   FAM (.venv/bin/fam), DEVICE (cuda), BF16 (true), BATCH (8), SAVE (10), BASE (smollm2), INIT (the shipped adapter),
 #   D (the readers of famd), EVAL_S (eval time limit, s), LENGTHS (PassKey filler lengths) may be set.
-# The same steps, once the GPU budget is spent, can be rerun without a deadline:
-#   fam train smollm2-bswa out_dir=OUT/bswa $COMMON max_steps=S   (and the two FAM arms likewise)
+# Each arm's OUT/ARM/recipe.yaml holds every key with max_steps = the common step, so one arm reruns
+# without a deadline as  fam train OUT/ARM/recipe.yaml out_dir=NEW  (any machine; hours on a CPU).
 set -uo pipefail
 OUTD=${1:?usage: bash benchmarks/smollm2_gpu_r16.sh OUT [TRAIN_SECONDS]}
-TRAIN_S=${2:-270}
-FAM=${FAM:-fam}
-DEVICE=${DEVICE:-cuda}; BF16=${BF16:-true}; BATCH=${BATCH:-8}; SAVE=${SAVE:-25}
+TRAIN_S=${2:-360}; STEPS=${STEPS:-}
+FAM=${FAM:-.venv/bin/fam}
+DEVICE=${DEVICE:-cuda}; BF16=${BF16:-true}; BATCH=${BATCH:-8}; SAVE=${SAVE:-10}
 BASE=${BASE:-smollm2}; INIT=${INIT:-src/transformer_fam/hf/bundled/smollm2-fam}
 D=${D:-4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8}
 EVAL_S=${EVAL_S:-120}; LENGTHS=${LENGTHS:-450,2000}
@@ -34,20 +35,23 @@ say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 declare -A PID
 for a in $ARMS; do
   # shellcheck disable=SC2086
-  $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps=1000000 > "$OUTD/$a.train.log" 2>&1 &
+  $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps="${STEPS:-1000000}" > "$OUTD/$a.train.log" 2>&1 &
   PID[$a]=$!
 done
-say "training ${ARMS} for ${TRAIN_S} s"
-while (( $(date +%s) - t0 < TRAIN_S )); do
-  alive=0; for a in $ARMS; do kill -0 "${PID[$a]}" 2>/dev/null && alive=1; done
-  (( alive )) || break
-  sleep 5
-done
-for a in $ARMS; do kill -TERM "${PID[$a]}" 2>/dev/null; done
-for a in $ARMS; do wait "${PID[$a]}"; say "$a stopped (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
+if [ -n "$STEPS" ]; then
+  say "training ${ARMS} for $STEPS steps"
+  for a in $ARMS; do wait "${PID[$a]}"; say "$a done (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
+else
+  while (( $(date +%s) - t0 < TRAIN_S )); do
+    alive=0; for a in $ARMS; do kill -0 "${PID[$a]}" 2>/dev/null && alive=1; done
+    (( alive )) || break
+    sleep 5
+  done
+  for a in $ARMS; do kill -TERM "${PID[$a]}" 2>/dev/null; done
+  for a in $ARMS; do wait "${PID[$a]}"; say "$a stopped (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
 
-# the largest multiple of SAVE that every arm reached (checkpoints are kept), finalised there
-S=$(python3 - "$OUTD" "$SAVE" $ARMS <<'EOF'
+  # the largest multiple of SAVE that every arm reached (checkpoints are kept), finalised there
+  S=$(python3 - "$OUTD" "$SAVE" $ARMS <<'EOF'
 import re, sys
 from pathlib import Path
 out, save, arms = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
@@ -58,16 +62,17 @@ for a in arms:
 print(min(reached) // save * save)
 EOF
 )
-say "common step S=$S"
-if (( S == 0 )); then say "no common checkpoint: nothing to evaluate"; exit 1; fi
-for a in $ARMS; do
-  for c in "$OUTD/$a"/checkpoints/step-*; do
-    n=$((10#${c##*step-})); (( n > S )) && rm -rf "$c"
+  say "common step S=$S"
+  if (( S == 0 )); then say "no common checkpoint: nothing to evaluate"; exit 1; fi
+  for a in $ARMS; do
+    for c in "$OUTD/$a"/checkpoints/step-*; do
+      n=$((10#${c##*step-})); (( n > S )) && rm -rf "$c"
+    done
+    $FAM train "$OUTD/$a/recipe.yaml" max_steps="$S" --resume > "$OUTD/$a.final.log" 2>&1 &
   done
-  $FAM train "$OUTD/$a/recipe.yaml" max_steps="$S" --resume > "$OUTD/$a.final.log" 2>&1 &
-done
-wait
-say "finalised: $(ls -d "$OUTD"/*/final 2>/dev/null | tr '\n' ' ')"
+  wait
+  say "finalised: $(ls -d "$OUTD"/*/final 2>/dev/null | tr '\n' ' ')"
+fi
 
 # evaluations (GPU when DEVICE=cuda; a CPU retry if the GPU one fails), in parallel
 ppl() { timeout "$EVAL_S" $FAM eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --device "$DEVICE" "$@" \

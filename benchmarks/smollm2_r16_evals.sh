@@ -5,6 +5,7 @@
 #   bash benchmarks/smollm2_r16_evals.sh milton R16   (Milton, as every earlier table: one thread, ~25 min)
 #   bash benchmarks/smollm2_r16_evals.sh kjv R16      (7 books of the King James Bible, 4096 tokens each)
 #   bash benchmarks/smollm2_r16_evals.sh passkey R16  (the paper-form arm fama: 4x-63x, reset, depth 0.5)
+#   bash benchmarks/smollm2_r16_evals.sh where R16    (fama's loss by in-block position and by target: digit / other)
 #   bash benchmarks/smollm2_r16_evals.sh gather R16   (writes docs/smollm2_r16.json)
 source "$(dirname "$0")/smollm2_evals_common.sh"
 R=${2:-benchmarks/adapters/smollm2-r16}
@@ -28,6 +29,10 @@ passkey)
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-reset --out $E/r16-fama-pk-reset
   pk --model $R/fama --lengths 450,2000 --depths 0.5 --samples 20 --out $E/r16-fama-pk-d05
   ;;
+where)
+  "$PY" benchmarks/inblock_loss.py --model $R/fama --out docs/inblock_loss_r16fama.json
+  "$PY" benchmarks/inblock_loss.py --model $R/fama --by target --out docs/digit_loss_r16fama_milton.json
+  ;;
 gather)
   G=$R/gpu
   "$PY" benchmarks/gather_evals.py --out docs/smollm2_r16.json \
@@ -49,5 +54,5 @@ gather)
       $E/r16-fama-pk-reset/passkey.json \
     --row "R16 fama's weights in BSWA mode" $E/r16-fama-ppl/ppl.json:bswa $E/r16-fama-kjv/ppl.json:bswa
   ;;
-*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|gather [R16 adapters]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|where|gather [R16 adapters]" >&2; exit 2 ;;
 esac
