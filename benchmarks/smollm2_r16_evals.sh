@@ -5,6 +5,7 @@
 #   bash benchmarks/smollm2_r16_evals.sh milton R16   (Milton, as every earlier table: one thread, ~25 min)
 #   bash benchmarks/smollm2_r16_evals.sh kjv R16      (7 books of the King James Bible, 4096 tokens each)
 #   bash benchmarks/smollm2_r16_evals.sh passkey R16  (the paper-form arm fama: 4x-63x, reset, depth 0.5)
+#   bash benchmarks/smollm2_r16_evals.sh o5 R16       (fama read by R12's 17 heads only, option O5 at evaluation)
 #   bash benchmarks/smollm2_r16_evals.sh where R16    (fama's loss by in-block position and by target: digit / other)
 #   bash benchmarks/smollm2_r16_evals.sh gather R16   (writes docs/smollm2_r16.json)
 source "$(dirname "$0")/smollm2_evals_common.sh"
@@ -29,6 +30,15 @@ passkey)
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-reset --out $E/r16-fama-pk-reset
   pk --model $R/fama --lengths 450,2000 --depths 0.5 --samples 20 --out $E/r16-fama-pk-d05
   ;;
+o5)
+  H17=17.3,18.6,17.4,18.7,$D   # R12's readers: R11's 4 PassKey heads and the 13 distant ones
+  ppl --model $R/fama --modes fam,fam-reset --fam-read-heads $H17 --out $E/r16-fama-ppl-o5
+  "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 \
+    --model $R/fama --modes fam,fam-reset --fam-read-heads $H17 --out $E/r16-fama-kjv-o5
+  pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5
+  pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --fam-reset --out $E/r16-fama-pk-o5-reset
+  pk --model $R/fama --lengths 4000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5-4k
+  ;;
 where)
   "$PY" benchmarks/inblock_loss.py --model $R/fama --out docs/inblock_loss_r16fama.json
   "$PY" benchmarks/inblock_loss.py --model $R/fama --by target --out docs/digit_loss_r16fama_milton.json
@@ -52,7 +62,11 @@ gather)
       $E/r16-fama-pk/passkey.json $E/r16-fama-pk8k/passkey.json $E/r16-fama-pk-d05/passkey.json \
     --row "R16 fama, FAM reset every block" $E/r16-fama-ppl/ppl.json:fam-reset $E/r16-fama-kjv/ppl.json:fam-reset \
       $E/r16-fama-pk-reset/passkey.json \
-    --row "R16 fama's weights in BSWA mode" $E/r16-fama-ppl/ppl.json:bswa $E/r16-fama-kjv/ppl.json:bswa
+    --row "R16 fama's weights in BSWA mode" $E/r16-fama-ppl/ppl.json:bswa $E/r16-fama-kjv/ppl.json:bswa \
+    --row "R16 fama read by R12's 17 heads only (O5 at evaluation)" $E/r16-fama-ppl-o5/ppl.json:fam \
+      $E/r16-fama-kjv-o5/ppl.json:fam $E/r16-fama-pk-o5/passkey.json $E/r16-fama-pk-o5-4k/passkey.json \
+    --row "R16 fama read by R12's 17 heads only, FAM reset every block" $E/r16-fama-ppl-o5/ppl.json:fam-reset \
+      $E/r16-fama-kjv-o5/ppl.json:fam-reset $E/r16-fama-pk-o5-reset/passkey.json
   ;;
-*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|where|gather [R16 adapters]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|o5|where|gather [R16 adapters]" >&2; exit 2 ;;
 esac

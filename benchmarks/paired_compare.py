@@ -1,0 +1,98 @@
+"""Paired comparison of models (or modes) on the same texts: per-token accuracy and loss beyond a
+position, as the difference to a baseline, with a standard error over blocks (the texts' positions
+cut into --unit-token pieces; tokens inside one piece are not independent, pieces roughly are).
+
+    python benchmarks/paired_compare.py --data milton --from 128 --out docs/paired_r16_milton.json \
+        twin=benchmarks/adapters/smollm2-r16/bswa:bswa \
+        fama-o5=benchmarks/adapters/smollm2-r16/fama:fam@17.3,18.6,4.4 \
+        fama-bswa=benchmarks/adapters/smollm2-r16/fama:bswa
+
+Each NAME=MODEL:MODE[@READ_HEADS] is evaluated once (streamed, as `fam eval ppl`); the first is
+the baseline. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
+and the mean difference to the baseline with its standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from transformer_fam.core.config import parse_read_heads
+from transformer_fam.evaluation.ablation import FamResetEachBlock
+from transformer_fam.evaluation.perplexity import load_texts, token_metrics
+from transformer_fam.hf.loading import load_model
+
+
+def per_token(spec: str, data: str, max_tokens: int):
+    """(loss, correct, piece index) per predicted token of every text, for MODEL:MODE[@HEADS]."""
+    model_path, _, rest = spec.rpartition(":")
+    mode, _, heads = rest.partition("@")
+    if not model_path or mode not in ("bswa", "fam", "fam-reset", "full"):
+        raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS], MODE one of bswa, fam, fam-reset, full")
+    model, tokenizer = load_model(model_path, "fam" if mode == "fam-reset" else mode, "float32")
+    if heads:
+        model.config.fam_read_heads = parse_read_heads(heads)
+        model.config._validate()
+    if mode == "fam-reset":
+        model = FamResetEachBlock(model)
+    chunk = 4 * model.config.block_size
+    out = []
+    for _, ids in load_texts(data, tokenizer):
+        loss, ok = token_metrics(model, ids[:max_tokens], chunk)
+        out.append((loss, ok.float()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", metavar="NAME=MODEL:MODE[@READ_HEADS]")
+    ap.add_argument("--data", default="milton")
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--from", dest="start", type=int, default=128, help="first target position counted")
+    ap.add_argument("--unit-tokens", type=int, default=128, help="tokens per piece for the standard error")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    names, results = [], {}
+    for item in a.models:
+        name, sep, spec = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{item}: give NAME=MODEL:MODE[@READ_HEADS]")
+        names.append(name)
+        results[name] = per_token(spec, a.data, a.max_tokens)
+        print(f"{name}: done", flush=True)
+
+    def pieces(name: str, k: int) -> torch.Tensor:  # per-piece means of metric k beyond --from, all texts
+        rows = []
+        for metric in (r[k] for r in results[name]):
+            kept = metric[a.start - 1:]  # target position t is index t-1
+            n = len(kept) // a.unit_tokens * a.unit_tokens
+            rows.append(kept[:n].view(-1, a.unit_tokens).mean(1))
+        return torch.cat(rows)
+
+    base = names[0]
+    report = {"data": a.data, "max_tokens": a.max_tokens, "from": a.start, "unit_tokens": a.unit_tokens,
+              "models": dict(zip(names, a.models)), "baseline": base, "results": {}}
+    for name in names:
+        row = {}
+        for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
+            x = pieces(name, k) * scale
+            row[metric] = round(x.mean().item(), 4)
+            if name != base:
+                d = x - pieces(base, k) * scale
+                row[f"{metric}_minus_{base}"] = round(d.mean().item(), 4)
+                row[f"{metric}_se"] = round((d.std() / len(d) ** 0.5).item(), 4)
+        row["pieces"] = len(pieces(name, 1))
+        report["results"][name] = row
+        print(name, row)
+    if a.out:
+        a.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

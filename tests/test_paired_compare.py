@@ -1,0 +1,40 @@
+"""benchmarks/paired_compare.py: per-model means equal `fam eval ppl`'s evaluate_texts on the same
+positions; a model against itself differs by exactly 0; the differences are the per-piece means'."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+import helpers
+from transformer_fam.data.passkey import passkey_tokenizer
+from transformer_fam.evaluation.perplexity import evaluate_texts, load_texts, make_buckets
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "paired_compare.py"
+
+
+def test_paired_compare_against_evaluate_texts(tmp_path, monkeypatch):
+    model = helpers.tiny("fam", L=8, m=1, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
+    model.save_pretrained(tmp_path / "m")
+    passkey_tokenizer().save_pretrained(tmp_path / "m")
+    text = tmp_path / "t.txt"
+    text.write_text("The grass is green. The sky is blue. " * 12)  # 120 tokens with the passkey tokenizer
+    m = str(tmp_path / "m")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--from", "17", "--unit-tokens", "8",
+                                      "--out", str(out), f"a={m}:bswa", f"b={m}:fam", f"c={m}:bswa"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    rep = json.loads(out.read_text())["results"]
+    ids = load_texts(str(text), passkey_tokenizer())
+    n = (len(ids[0][1]) - 17) // 8 * 8  # targets 17 .. 17+n-1 (whole pieces only)
+    buckets = make_buckets([0, 17, 17 + n])
+    for name, mode in (("a", "bswa"), ("b", "fam")):
+        model.config.attention_mode = mode
+        ref = evaluate_texts(model, ids, 32, progress=False, buckets=buckets)[f"17-{17 + n}"]
+        assert rep[name]["loss"] == pytest.approx(ref["loss"], abs=1e-4)
+        assert rep[name]["accuracy"] == pytest.approx(100 * ref["accuracy"], abs=1e-3)
+    assert rep["c"]["loss_minus_a"] == 0 and rep["c"]["loss_se"] == 0 and rep["c"]["accuracy_minus_a"] == 0
+    assert rep["b"]["loss_minus_a"] == pytest.approx(rep["b"]["loss"] - rep["a"]["loss"], abs=1e-3)
+    assert rep["b"]["loss_minus_a"] != 0 and rep["b"]["pieces"] == n // 8
