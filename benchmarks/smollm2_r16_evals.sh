@@ -23,12 +23,14 @@ kjv)
   kjv() { "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 "$@"; }
   kjv --model $R/fama --modes fam,fam-reset,bswa --out $E/r16-fama-kjv
   kjv --model $R/bswa --modes bswa --out $E/r16-bswa-kjv
+  kjv --model $R/famd --modes fam,fam-reset,bswa --out $E/r16-famd-kjv
   ;;
 passkey)
   pk --model $R/fama --lengths 450,2000,4000 --samples 20 --out $E/r16-fama-pk
   pk --model $R/fama --lengths 8050 --samples 10 --out $E/r16-fama-pk8k
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-reset --out $E/r16-fama-pk-reset
   pk --model $R/fama --lengths 450,2000 --depths 0.5 --samples 20 --out $E/r16-fama-pk-d05
+  pk --model $R/fama --lengths 450,2000 --samples 20 --seed 1 --out $E/r16-fama-pk-s1   # 20 other keys
   ;;
 o5)
   H17=17.3,18.6,17.4,18.7,$D   # R12's readers: R11's 4 PassKey heads and the 13 distant ones
@@ -38,6 +40,7 @@ o5)
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --fam-reset --out $E/r16-fama-pk-o5-reset
   pk --model $R/fama --lengths 4000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5-4k
+  pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --seed 1 --out $E/r16-fama-pk-o5-s1
   ;;
 where)
   "$PY" benchmarks/inblock_loss.py --model $R/fama --out docs/inblock_loss_r16fama.json
@@ -51,9 +54,12 @@ gather)
       cpu_evals="runs/ev/r16-*: 2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the adapters as committed (LoRA in bfloat16)" \
       eval_seed=0 milton="7 texts x 4096 tokens" kjv7="Genesis..Judges, 7 x 4096 tokens" \
     --row "R16 BSWA twin (GPU evaluation)" $G/bswa-ppl.json $G/bswa-passkey.json \
-    --row "R16 famd: 13 distant heads read (GPU evaluation)" $G/famd-ppl.json:fam $G/famd-passkey.json \
-    --row "R16 famd, FAM reset every block (GPU evaluation)" $G/famd-ppl.json:fam-reset \
-    --row "R16 famd's weights in BSWA mode (GPU evaluation)" $G/famd-ppl.json:bswa \
+    --row "R16 famd: 13 distant heads read (GPU evaluation; the Bible on the CPU)" $G/famd-ppl.json:fam $G/famd-passkey.json \
+      $E/r16-famd-kjv/ppl.json:fam \
+    --row "R16 famd, FAM reset every block (GPU evaluation; the Bible on the CPU)" $G/famd-ppl.json:fam-reset \
+      $E/r16-famd-kjv/ppl.json:fam-reset \
+    --row "R16 famd's weights in BSWA mode (GPU evaluation; the Bible on the CPU)" $G/famd-ppl.json:bswa \
+      $E/r16-famd-kjv/ppl.json:bswa \
     --row "R16 fama: every head reads, the paper's form (GPU evaluation)" $G/fama-ppl.json:fam $G/fama-passkey.json \
     --row "R16 fama, FAM reset every block (GPU evaluation)" $G/fama-ppl.json:fam-reset \
     --row "R16 fama's weights in BSWA mode (GPU evaluation)" $G/fama-ppl.json:bswa \
@@ -66,7 +72,9 @@ gather)
     --row "R16 fama read by R12's 17 heads only (O5 at evaluation)" $E/r16-fama-ppl-o5/ppl.json:fam \
       $E/r16-fama-kjv-o5/ppl.json:fam $E/r16-fama-pk-o5/passkey.json $E/r16-fama-pk-o5-4k/passkey.json \
     --row "R16 fama read by R12's 17 heads only, FAM reset every block" $E/r16-fama-ppl-o5/ppl.json:fam-reset \
-      $E/r16-fama-kjv-o5/ppl.json:fam-reset $E/r16-fama-pk-o5-reset/passkey.json
+      $E/r16-fama-kjv-o5/ppl.json:fam-reset $E/r16-fama-pk-o5-reset/passkey.json \
+    --row "R16 fama, PassKey with 20 other keys (evaluation seed 1)" $E/r16-fama-pk-s1/passkey.json \
+    --row "R16 fama read by R12's 17 heads only, PassKey with 20 other keys (evaluation seed 1)" $E/r16-fama-pk-o5-s1/passkey.json
   ;;
 *) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|o5|where|gather [R16 adapters]" >&2; exit 2 ;;
 esac
