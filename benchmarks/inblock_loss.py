@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 
 from transformer_fam.core.config import parse_read_heads
-from transformer_fam.evaluation.ablation import FamResetEachBlock
+from transformer_fam.evaluation.ablation import load_in_mode
 from transformer_fam.evaluation.perplexity import load_texts, token_metrics
-from transformer_fam.hf.loading import load_model
 
 
 def main() -> None:
@@ -41,12 +40,10 @@ def main() -> None:
     heads = parse_read_heads(a.fam_read_heads) if a.fam_read_heads else None
     per_mode, texts, block = {}, None, None
     for mode in ("bswa", "fam", "fam-reset"):
-        model, tokenizer = load_model(a.model, "fam" if mode == "fam-reset" else mode, "float32")
+        model, tokenizer = load_in_mode(a.model, mode, "float32")
         block = model.config.block_size
         if mode != "bswa" and heads is not None:
             model.config.fam_read_heads = heads
-        if mode == "fam-reset":
-            model = FamResetEachBlock(model)
         if texts is None:
             texts = [ids[: a.max_tokens] for _, ids in load_texts(a.data, tokenizer)]
         losses, correct, positions = [], [], []

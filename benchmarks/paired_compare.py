@@ -21,23 +21,20 @@ from pathlib import Path
 import torch
 
 from transformer_fam.core.config import parse_read_heads
-from transformer_fam.evaluation.ablation import FamResetEachBlock
+from transformer_fam.evaluation.ablation import EVAL_MODES, load_in_mode
 from transformer_fam.evaluation.perplexity import load_texts, token_metrics
-from transformer_fam.hf.loading import load_model
 
 
 def per_token(spec: str, data: str, max_tokens: int):
     """(loss, correct, piece index) per predicted token of every text, for MODEL:MODE[@HEADS]."""
     model_path, _, rest = spec.rpartition(":")
     mode, _, heads = rest.partition("@")
-    if not model_path or mode not in ("bswa", "fam", "fam-reset", "full"):
-        raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS], MODE one of bswa, fam, fam-reset, full")
-    model, tokenizer = load_model(model_path, "fam" if mode == "fam-reset" else mode, "float32")
+    if not model_path or mode not in EVAL_MODES:
+        raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS], MODE one of {', '.join(EVAL_MODES)}")
+    model, tokenizer = load_in_mode(model_path, mode, "float32")
     if heads:
         model.config.fam_read_heads = parse_read_heads(heads)
         model.config._validate()
-    if mode == "fam-reset":
-        model = FamResetEachBlock(model)
     chunk = 4 * model.config.block_size
     out = []
     for _, ids in load_texts(data, tokenizer):
@@ -86,7 +83,7 @@ def main() -> None:
                 d = x - pieces(base, k) * scale
                 row[f"{metric}_minus_{base}"] = round(d.mean().item(), 4)
                 row[f"{metric}_se"] = round((d.std() / len(d) ** 0.5).item(), 4)
-        row["pieces"] = len(pieces(name, 1))
+        row["pieces"] = len(x)
         report["results"][name] = row
         print(name, row)
     if a.out:

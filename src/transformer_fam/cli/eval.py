@@ -130,14 +130,14 @@ def run_passkey(args) -> int:
 
 
 def run_ppl(args) -> int:
+    from ..evaluation.ablation import EVAL_MODES, load_in_mode
     from ..evaluation.perplexity import evaluate_texts, format_ppl_table, load_texts, make_buckets
-    from ..hf.loading import load_model
     from ..plots import plot_ppl
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("full", "bswa", "fam", "fam-reset")]
+    bad = [m for m in modes if m not in EVAL_MODES]
     if not modes or bad:
-        raise UserError(f"--modes {args.modes}: choose from full, bswa, fam, fam-reset")
+        raise UserError(f"--modes {args.modes}: choose from {', '.join(EVAL_MODES)}")
     try:
         buckets = make_buckets(int_list("--buckets", args.buckets))
     except ValueError as err:
@@ -147,15 +147,11 @@ def run_ppl(args) -> int:
     out = _out_dir(args)
     results, t0, texts, read_heads_used, shift_used = {}, time.time(), None, None, None
     for mode in modes:
-        model, tokenizer = load_model(args.model, "fam" if mode == "fam-reset" else mode, args.dtype, device)
-        if mode != "bswa" and mode != "full":
+        model, tokenizer = load_in_mode(args.model, mode, args.dtype, device)
+        if mode != "bswa" and mode != "full":  # the options act on the config the run reads (also under reset)
             restrict_fam_reads(model, "--fam-read-heads", heads)
             set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
             read_heads_used, shift_used = model.config.fam_read_heads, model.config.fam_read_shift
-        if mode == "fam-reset":
-            from ..evaluation.ablation import FamResetEachBlock
-
-            model = FamResetEachBlock(model)
         if texts is None:
             texts = load_texts(args.data, tokenizer)
             if args.max_tokens:

@@ -3,6 +3,7 @@ the previous block wrote. A gain that survives this ablation is not a memory gai
 
     model = FamResetEachBlock(model)        # any evaluation that streams through the model
     evaluate_passkey(model, tokenizer, [1024, 4096])
+    model, tokenizer = load_in_mode("smollm2-fam", "fam-reset")   # the same, loaded by mode name
 
 The reset FAM is the learned prompt carried through the layers at the positions just before the
 block (rules F4, P3), exactly what a stream starting at that block would read.
@@ -56,3 +57,18 @@ class FamResetEachBlock:
             pos += n
         logits = torch.cat(pieces, dim=1)
         return CausalLMOutputWithPast(logits=logits, past_key_values=cache if use_cache else None)
+
+
+EVAL_MODES = ("full", "bswa", "fam", "fam-reset")
+
+
+def load_in_mode(source, mode: str, dtype: str = "auto", device: str = "cpu"):
+    """(model, tokenizer) of ``source`` (``hf.loading.load_model``) in an evaluation mode: ``full``,
+    ``bswa``, ``fam``, or ``fam-reset`` (the fam-mode weights in ``FamResetEachBlock``). The model's
+    ``config`` is the one the run reads, so options set on it afterwards (readers, O6) still apply."""
+    from ..hf.loading import load_model
+
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode {mode!r}: choose from {', '.join(EVAL_MODES)}")
+    model, tokenizer = load_model(source, "fam" if mode == "fam-reset" else mode, dtype, device)
+    return (FamResetEachBlock(model) if mode == "fam-reset" else model), tokenizer

@@ -72,8 +72,8 @@ def convert(source, out, dtype: torch.dtype | None = None, **fam) -> Path:
 
 
 def load_model(source: str, attention_mode: str | None = None, dtype: str = "auto", device: str = "cpu"):
-    """(model, tokenizer) from a model folder (``save_pretrained`` + tokenizer), "smollm2" or a bundled
-    fine-tune ("smollm2-fam"), in eval
+    """(model, tokenizer) from a model folder (``save_pretrained`` + tokenizer), "smollm2", a bundled
+    fine-tune ("smollm2-fam") or a SmolLM2 adapter folder (``smollm2.is_adapter_folder``), in eval
     mode, in ``dtype`` ("auto", "float32", "bfloat16", "float16"; see hardware.resolve_dtype: a note
     on stderr says when "auto" changed it), on ``device``. ``attention_mode`` reloads the weights in another mode."""
     from transformers import AutoModelForCausalLM
@@ -83,11 +83,10 @@ def load_model(source: str, attention_mode: str | None = None, dtype: str = "aut
         model = smollm2(**kwargs)
     elif _is_bundled(source):
         model = smollm2_bundled(str(source), attention_mode)
+    elif is_adapter_folder(source):
+        model = smollm2_adapter(source, attention_mode)
     else:
         folder = Path(source)
-        if is_adapter_folder(folder):
-            model = smollm2_adapter(folder, attention_mode)
-            return to_run_dtype(model.eval().to(device), dtype), load_tokenizer(smollm2_folder())
         if not folder.is_dir():
             bundled = ", ".join(["smollm2", *bundled_names()])
             raise FileNotFoundError(f"--model {folder}: no such folder (nor a bundled model: {bundled})")
