@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The CPU evaluations behind docs/smollm2_r16.json (docs/smollm2_memory.md, "Seventeenth session") of the
 # three R16 adapters trained on a GPU by benchmarks/smollm2_gpu_r16.sh (bswa / famd / fama, 80 steps),
-# loaded by folder (fam.json + LoRA in bfloat16); the GPU's own evaluations are in R16/ev/*.
-#   bash benchmarks/smollm2_r16_evals.sh milton R16   (Milton, as every earlier table: one thread, ~25 min)
+# loaded by folder (fam.json + LoRA in bfloat16); the GPU's own evaluations are in R16/gpu/.
+#   bash benchmarks/smollm2_r16_evals.sh milton R16   (Milton, as every earlier table: one thread, ~10 min)
 #   bash benchmarks/smollm2_r16_evals.sh kjv R16      (7 books of the King James Bible, 4096 tokens each)
 #   bash benchmarks/smollm2_r16_evals.sh passkey R16  (the paper-form arm fama: 4x-63x, reset, depth 0.5)
 #   bash benchmarks/smollm2_r16_evals.sh o5 R16       (fama read by R12's 17 heads only, option O5 at evaluation)
 #   bash benchmarks/smollm2_r16_evals.sh where R16    (fama's loss by in-block position and by target: digit / other)
+#   bash benchmarks/smollm2_r16_evals.sh paired R16   (each arm minus the twin, per token, with standard errors)
 #   bash benchmarks/smollm2_r16_evals.sh gather R16   (writes docs/smollm2_r16.json)
 source "$(dirname "$0")/smollm2_evals_common.sh"
 R=${2:-benchmarks/adapters/smollm2-r16}
+H17=17.3,18.6,17.4,18.7,$D   # R12's readers: R11's 4 PassKey heads and the 13 distant ones
+kjv7() {  # $E/kjv7: the King James Bible, Genesis .. Judges, the first 7 books (each > 4096 tokens)
+  if [ ! -d $E/kjv7 ]; then
+    local books
+    books=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))")
+    mkdir -p $E/kjv7 && cp "$books"/0[1-7]_*.txt $E/kjv7/
+  fi
+}
+kjv() { kjv7; "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 "$@"; }
 case "${1:-}" in
 milton)
   ppl --model $R/fama --modes fam,fam-reset,bswa --out $E/r16-fama-ppl
   ppl --model $R/bswa --modes bswa --out $E/r16-bswa-ppl
   ;;
 kjv)
-  if [ ! -d $E/kjv7 ]; then  # Genesis .. Judges: the first 7 books, each longer than 4096 tokens
-    "$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))" > /dev/null
-    mkdir -p $E/kjv7 && cp "${FAM_DATA_DIR:-$HOME/.cache/transformer_fam/data}"/kjv/0[1-7]_*.txt $E/kjv7/
-  fi
-  kjv() { "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 "$@"; }
   kjv --model $R/fama --modes fam,fam-reset,bswa --out $E/r16-fama-kjv
   kjv --model $R/bswa --modes bswa --out $E/r16-bswa-kjv
   kjv --model $R/famd --modes fam,fam-reset,bswa --out $E/r16-famd-kjv
@@ -33,10 +38,8 @@ passkey)
   pk --model $R/fama --lengths 450,2000 --samples 20 --seed 1 --out $E/r16-fama-pk-s1   # 20 other keys
   ;;
 o5)
-  H17=17.3,18.6,17.4,18.7,$D   # R12's readers: R11's 4 PassKey heads and the 13 distant ones
   ppl --model $R/fama --modes fam,fam-reset --fam-read-heads $H17 --out $E/r16-fama-ppl-o5
-  "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 \
-    --model $R/fama --modes fam,fam-reset --fam-read-heads $H17 --out $E/r16-fama-kjv-o5
+  kjv --model $R/fama --modes fam,fam-reset --fam-read-heads $H17 --out $E/r16-fama-kjv-o5
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5
   pk --model $R/fama --lengths 450,2000 --samples 20 --fam-read-heads $H17 --fam-reset --out $E/r16-fama-pk-o5-reset
   pk --model $R/fama --lengths 4000 --samples 20 --fam-read-heads $H17 --out $E/r16-fama-pk-o5-4k
@@ -45,6 +48,14 @@ o5)
 where)
   "$PY" benchmarks/inblock_loss.py --model $R/fama --out docs/inblock_loss_r16fama.json
   "$PY" benchmarks/inblock_loss.py --model $R/fama --by target --out docs/digit_loss_r16fama_milton.json
+  ;;
+paired)
+  kjv7
+  for data in milton kjv; do
+    "$PY" benchmarks/paired_compare.py --data "$([ $data = kjv ] && echo $E/kjv7 || echo milton)" \
+      --out docs/paired_r16_$data.json twin=$R/bswa:bswa fama-o5=$R/fama:fam@$H17 \
+      fama-o5-reset=$R/fama:fam-reset@$H17 fama-bswa=$R/fama:bswa fama=$R/fama:fam
+  done
   ;;
 gather)
   G=$R/gpu
@@ -76,5 +87,5 @@ gather)
     --row "R16 fama, PassKey with 20 other keys (evaluation seed 1)" $E/r16-fama-pk-s1/passkey.json \
     --row "R16 fama read by R12's 17 heads only, PassKey with 20 other keys (evaluation seed 1)" $E/r16-fama-pk-o5-s1/passkey.json
   ;;
-*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|o5|where|gather [R16 adapters]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r16_evals.sh milton|kjv|passkey|o5|where|paired|gather [R16 adapters]" >&2; exit 2 ;;
 esac
