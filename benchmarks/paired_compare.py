@@ -9,7 +9,8 @@ cut into --unit-token pieces; tokens inside one piece are not independent, piece
 
 Each NAME=MODEL:MODE[@READ_HEADS] is evaluated once (streamed, as `fam eval ppl`); the first is
 the baseline. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
-and the mean difference to the baseline with its standard error.
+and the mean difference to the baseline with its standard error. With --buckets 0,128,512,2048 also
+per position bucket (the means equal `fam eval ppl --buckets`'s; a bucket's last piece may be short).
 """
 
 from __future__ import annotations
@@ -20,18 +21,19 @@ from pathlib import Path
 
 import torch
 
+from transformer_fam.cli.common import add_device_argument, resolve_device
 from transformer_fam.core.config import parse_read_heads
 from transformer_fam.evaluation.ablation import EVAL_MODES, load_in_mode
-from transformer_fam.evaluation.perplexity import load_texts, token_metrics
+from transformer_fam.evaluation.perplexity import load_texts, make_buckets, token_metrics
 
 
-def per_token(spec: str, data: str, max_tokens: int):
+def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu"):
     """(loss, correct, piece index) per predicted token of every text, for MODEL:MODE[@HEADS]."""
     model_path, _, rest = spec.rpartition(":")
     mode, _, heads = rest.partition("@")
     if not model_path or mode not in EVAL_MODES:
         raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS], MODE one of {', '.join(EVAL_MODES)}")
-    model, tokenizer = load_in_mode(model_path, mode, "float32")
+    model, tokenizer = load_in_mode(model_path, mode, "float32", device)
     if heads:
         model.config.fam_read_heads = parse_read_heads(heads)
         model.config._validate()
@@ -39,7 +41,7 @@ def per_token(spec: str, data: str, max_tokens: int):
     out = []
     for _, ids in load_texts(data, tokenizer):
         loss, ok = token_metrics(model, ids[:max_tokens], chunk)
-        out.append((loss, ok.float()))
+        out.append((loss.cpu(), ok.float().cpu()))
     return out
 
 
@@ -50,17 +52,21 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--from", dest="start", type=int, default=128, help="first target position counted")
     ap.add_argument("--unit-tokens", type=int, default=128, help="tokens per piece for the standard error")
+    ap.add_argument("--buckets", help="position bucket edges, e.g. 0,128,512,2048: also report each bucket")
     ap.add_argument("--threads", type=int, default=1)
+    add_device_argument(ap)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    buckets = make_buckets([int(e) for e in a.buckets.split(",")]) if a.buckets else ()
+    device = resolve_device(a.device)
     names, results = [], {}
     for item in a.models:
         name, sep, spec = item.partition("=")
         if not sep:
             raise SystemExit(f"{item}: give NAME=MODEL:MODE[@READ_HEADS]")
         names.append(name)
-        results[name] = per_token(spec, a.data, a.max_tokens)
+        results[name] = per_token(spec, a.data, a.max_tokens, device)
         print(f"{name}: done", flush=True)
 
     def pieces(name: str, k: int) -> torch.Tensor:  # per-piece means of metric k beyond --from, all texts
@@ -71,9 +77,22 @@ def main() -> None:
             rows.append(kept[:n].view(-1, a.unit_tokens).mean(1))
         return torch.cat(rows)
 
+    def bucket_pieces(name: str, k: int, lo: int, hi: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sums, token counts) of metric k per piece of target positions lo <= t < hi, all texts; the
+        last piece of a text's bucket may be short."""
+        sums, counts = [], []
+        for metric in (r[k] for r in results[name]):
+            kept = metric[max(lo, 1) - 1: None if hi is None else hi - 1]
+            for part in kept.split(a.unit_tokens):
+                sums.append(part.sum())
+                counts.append(len(part))
+        return torch.stack(sums), torch.tensor(counts, dtype=torch.float64)
+
     base = names[0]
     report = {"data": a.data, "max_tokens": a.max_tokens, "from": a.start, "unit_tokens": a.unit_tokens,
-              "models": dict(zip(names, a.models)), "baseline": base, "results": {}}
+              "models": dict(zip(names, a.models)), "baseline": base, "device": str(device), "results": {}}
+    if buckets:
+        report["buckets"] = {}
     for name in names:
         row = {}
         for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
@@ -86,6 +105,19 @@ def main() -> None:
         row["pieces"] = len(x)
         report["results"][name] = row
         print(name, row)
+        for lo, hi, label in buckets:
+            brow = report["buckets"].setdefault(label, {}).setdefault(name, {})
+            for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
+                sums, n = bucket_pieces(name, k, lo, hi)
+                brow[metric] = round(scale * sums.sum().item() / n.sum().item(), 4)
+                brow["tokens"] = int(n.sum().item())
+                if name != base:  # the per-piece mean differences, token-weighted, and their standard error
+                    d = scale * (sums.double() - bucket_pieces(base, k, lo, hi)[0].double()) / n
+                    w = n / n.sum()
+                    mean = (w * d).sum()
+                    se = ((w ** 2 * (d - mean) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt()
+                    brow[f"{metric}_minus_{base}"] = round(mean.item(), 4)
+                    brow[f"{metric}_se"] = round(se.item(), 4)
     if a.out:
         a.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {a.out}")

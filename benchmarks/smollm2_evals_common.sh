@@ -1,4 +1,4 @@
-# Sourced by benchmarks/smollm2_r12_evals.sh and smollm2_r15_evals.sh: the tools, where the evaluations
+# Sourced by benchmarks/smollm2_r1{2,5,6,7}_evals.sh: the tools, where the evaluations
 # write, R12's 13 distant readers and the two evaluation commands as every row of their tables ran them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,3 +9,10 @@ E=runs/ev
 D=4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8     # R12's 13 distant readers
 pk() { "$FAM" eval passkey --threads 1 "$@"; }
 ppl() { "$FAM" eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --threads 1 "$@"; }
+kjv7() {  # $E/kjv7: the King James Bible, Genesis .. Judges, the first 7 books (each > 4096 tokens)
+  if [ ! -d $E/kjv7 ]; then
+    local books
+    books=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))")
+    mkdir -p $E/kjv7 && cp "$books"/0[1-7]_*.txt $E/kjv7/
+  fi
+}

@@ -29,50 +29,8 @@ FAMK="fam_write_gate=true fam_write_gate_reset=all read_weight=0 write_weight=0 
 declare -A ARGS=([bswa]="smollm2-bswa $COMMON" [famd]="smollm2-fam $FAMK fam_read_heads=$D $COMMON"
                  [fama]="smollm2-fam $FAMK $COMMON")
 ARMS="bswa famd fama"
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-
-declare -A PID
-for a in $ARMS; do
-  # shellcheck disable=SC2086
-  $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps="${STEPS:-1000000}" > "$OUTD/$a.train.log" 2>&1 &
-  PID[$a]=$!
-done
-if [ -n "$STEPS" ]; then
-  say "training ${ARMS} for $STEPS steps"
-  for a in $ARMS; do wait "${PID[$a]}"; say "$a done (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
-else
-  while (( $(date +%s) - t0 < TRAIN_S )); do
-    alive=0; for a in $ARMS; do kill -0 "${PID[$a]}" 2>/dev/null && alive=1; done
-    (( alive )) || break
-    sleep 5
-  done
-  for a in $ARMS; do kill -TERM "${PID[$a]}" 2>/dev/null; done
-  for a in $ARMS; do wait "${PID[$a]}"; say "$a stopped (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
-
-  # the largest multiple of SAVE that every arm reached (checkpoints are kept), finalised there
-  S=$(python3 - "$OUTD" "$SAVE" $ARMS <<'EOF'
-import re, sys
-from pathlib import Path
-out, save, arms = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-reached = []
-for a in arms:
-    steps = [int(m.group(1)) for p in (out / a / "checkpoints").glob("step-*") if (m := re.fullmatch(r"step-(\d{8})", p.name))]
-    reached.append(max(steps, default=0))
-print(min(reached) // save * save)
-EOF
-)
-  say "common step S=$S"
-  if (( S == 0 )); then say "no common checkpoint: nothing to evaluate"; exit 1; fi
-  for a in $ARMS; do
-    for c in "$OUTD/$a"/checkpoints/step-*; do
-      n=$((10#${c##*step-})); (( n > S )) && rm -rf "$c"
-    done
-    $FAM train "$OUTD/$a/recipe.yaml" max_steps="$S" --resume > "$OUTD/$a.final.log" 2>&1 &
-  done
-  wait
-  say "finalised: $(ls -d "$OUTD"/*/final 2>/dev/null | tr '\n' ' ')"
-fi
+declare -A CAP=()
+source "$(dirname "$0")/gpu_side_by_side.sh"
 
 # evaluations (GPU when DEVICE=cuda; a CPU retry if the GPU one fails), in parallel
 ppl() { timeout "$EVAL_S" $FAM eval ppl --data milton --buckets 0,128,512,2048 --max-tokens 4096 --device "$DEVICE" "$@" \

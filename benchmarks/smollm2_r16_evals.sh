@@ -12,13 +12,6 @@
 source "$(dirname "$0")/smollm2_evals_common.sh"
 R=${2:-benchmarks/adapters/smollm2-r16}
 H17=17.3,18.6,17.4,18.7,$D   # R12's readers: R11's 4 PassKey heads and the 13 distant ones
-kjv7() {  # $E/kjv7: the King James Bible, Genesis .. Judges, the first 7 books (each > 4096 tokens)
-  if [ ! -d $E/kjv7 ]; then
-    local books
-    books=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))")
-    mkdir -p $E/kjv7 && cp "$books"/0[1-7]_*.txt $E/kjv7/
-  fi
-}
 kjv() { kjv7; "$FAM" eval ppl --data $E/kjv7 --buckets 0,128,512,1024,2048 --max-tokens 4096 --threads 1 "$@"; }
 case "${1:-}" in
 milton)

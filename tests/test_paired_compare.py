@@ -38,3 +38,35 @@ def test_paired_compare_against_evaluate_texts(tmp_path, monkeypatch):
     assert rep["c"]["loss_minus_a"] == 0 and rep["c"]["loss_se"] == 0 and rep["c"]["accuracy_minus_a"] == 0
     assert rep["b"]["loss_minus_a"] == pytest.approx(rep["b"]["loss"] - rep["a"]["loss"], abs=1e-3)
     assert rep["b"]["loss_minus_a"] != 0 and rep["b"]["pieces"] == n // 8
+
+
+def test_paired_compare_buckets_equal_evaluate_texts(tmp_path, monkeypatch):
+    """--buckets: each bucket's means equal evaluate_texts' buckets (every position, short last pieces
+    included); a model against itself differs by 0 in each bucket, another model's difference is the
+    difference of the means."""
+    model = helpers.tiny("fam", L=8, m=1, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
+    model.save_pretrained(tmp_path / "m")
+    passkey_tokenizer().save_pretrained(tmp_path / "m")
+    text = tmp_path / "t.txt"
+    text.write_text("The grass is green. The sky is blue. " * 12)
+    m = str(tmp_path / "m")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--buckets", "0,16,50", "--from", "16", "--unit-tokens",
+                                      "8", "--out", str(out), f"a={m}:bswa", f"b={m}:fam", f"c={m}:bswa"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    rep = json.loads(out.read_text())
+    ids = load_texts(str(text), passkey_tokenizer())
+    buckets = make_buckets([0, 16, 50])
+    for name, mode in (("a", "bswa"), ("b", "fam")):
+        model.config.attention_mode = mode
+        ref = evaluate_texts(model, ids, 32, progress=False, buckets=buckets)
+        for label in ("0-16", "16-50", "50+"):
+            got = rep["buckets"][label][name]
+            assert got["loss"] == pytest.approx(ref[label]["loss"], abs=1e-4)
+            assert got["accuracy"] == pytest.approx(100 * ref[label]["accuracy"], abs=1e-3)
+            assert got["tokens"] == ref[label]["tokens"]
+    for label in ("0-16", "16-50", "50+"):
+        b, c = rep["buckets"][label]["b"], rep["buckets"][label]["c"]
+        assert c["loss_minus_a"] == 0 and c["loss_se"] == 0
+        assert b["loss_minus_a"] == pytest.approx(b["loss"] - rep["buckets"][label]["a"]["loss"], abs=1e-3)
+    assert rep["buckets"]["16-50"]["b"]["loss_se"] > 0

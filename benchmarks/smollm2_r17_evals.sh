@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The evaluations of R17 (docs/smollm2_memory.md, "Eighteenth session"): per data seed, the twin and the
+# FAM runs in each mode on the same tokens (benchmarks/paired_compare.py: differences to the twin with
+# standard errors, by position bucket), and PassKey.
+#   bash benchmarks/smollm2_r17_evals.sh paired [R]    (Milton and 7 books of the King James Bible; ~1 h per seed on 2 CPU cores)
+#   bash benchmarks/smollm2_r17_evals.sh passkey [R]   (4x and 16x the window, live FAM and reset)
+# R: a folder holding one loadable model per run (default: the committed adapters, benchmarks/adapters/smollm2-r17;
+# on the GPU it was the training OUT with SUB=/final, DEVICE=cuda). SEEDS ("5 6"), OUTJ (docs), DEVICE (cpu) may be set.
+source "$(dirname "$0")/smollm2_evals_common.sh"
+R=${2:-benchmarks/adapters/smollm2-r17}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; SEEDS=${SEEDS:-5 6}; OUTJ=${OUTJ:-docs}
+H17=${H17:-17.3,18.6,17.4,18.7,$D}   # R12's readers: R11's 4 PassKey heads and the 13 distant ones (R16's O5 set)
+m() { echo "$R/$1$SUB"; }
+case "${1:-}" in
+paired)
+  kjv7
+  for s in $SEEDS; do
+    for data in milton kjv; do
+      if [ $data = kjv ]; then src=$E/kjv7 edges=0,128,512,1024,2048; else src=milton edges=0,128,512,2048; fi
+      "$PY" benchmarks/paired_compare.py --data $src --buckets $edges --device "$DEVICE" \
+        --out "$OUTJ/paired_r17_${data}_s$s.json" twin="$(m twin-s$s):bswa" \
+        f17="$(m f17-s$s):fam@$H17" f17-reset="$(m f17-s$s):fam-reset@$H17" f17-bswa="$(m f17-s$s):bswa" \
+        fama="$(m fama-s$s):fam" fama-reset="$(m fama-s$s):fam-reset" fama-bswa="$(m fama-s$s):bswa" \
+        fama-o5="$(m fama-s$s):fam@$H17" > "$E/r17-paired-$data-s$s.log" 2>&1 &
+    done
+  done
+  wait
+  ;;
+passkey)
+  for s in $SEEDS; do
+    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --out $E/r17-f17-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --fam-reset --out $E/r17-f17-s$s-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
+    pk --model "$(m fama-s$s)" --out $E/r17-fama-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+    pk --model "$(m fama-s$s)" --fam-reset --out $E/r17-fama-s$s-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
+    pk --model "$(m twin-s$s)" --out $E/r17-twin-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+  done
+  wait
+  ;;
+*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|passkey [R]" >&2; exit 2 ;;
+esac
