@@ -5,7 +5,8 @@
 # The caller sets: OUTD, ARMS ("a b c"), ARGS[arm] (fam train arguments), SAVE, FAM, TRAIN_S, and
 # optionally STEPS (a fixed step count instead of the deadline) and CAP[arm] (an arm's max_steps
 # under the deadline: a fast arm, BSWA, stops there instead of taking the GPU from the slow ones).
-# After it: S = the common step.
+# After it: S = the common step, ARMS = the runs that reached it (a run that failed, out of GPU
+# memory say, is left out rather than stopping the others at step 0).
 t0=$(date +%s)
 say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 declare -A PID
@@ -26,7 +27,15 @@ else
     sleep 5
   done
   for a in $ARMS; do kill -TERM "${PID[$a]}" 2>/dev/null; done
-  for a in $ARMS; do wait "${PID[$a]}"; say "$a stopped (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
+  kept=""
+  for a in $ARMS; do
+    wait "${PID[$a]}"; rc=$?
+    say "$a stopped (rc $rc): $(tail -n 1 "$OUTD/$a.train.log")"
+    # 0: reached its cap; 130: stopped at the deadline; anything else (out of memory, say) is dropped
+    if (( rc == 0 || rc == 130 )); then kept="$kept $a"; else say "$a failed: left out of the common step"; fi
+  done
+  ARMS=$kept
+  [ -n "$ARMS" ] || { say "every run failed"; exit 1; }
   # shellcheck disable=SC2086
   S=$(python3 - "$OUTD" "$SAVE" $ARMS <<'EOF'
 import re, sys

@@ -2,38 +2,46 @@
 # The evaluations of R17 (docs/smollm2_memory.md, "Eighteenth session"): per data seed, the twin and the
 # FAM runs in each mode on the same tokens (benchmarks/paired_compare.py: differences to the twin with
 # standard errors, by position bucket), and PassKey.
-#   bash benchmarks/smollm2_r17_evals.sh paired [R]    (Milton and 7 books of the King James Bible; ~1 h per seed on 2 CPU cores)
-#   bash benchmarks/smollm2_r17_evals.sh passkey [R]   (4x and 16x the window, live FAM and reset)
+#   bash benchmarks/smollm2_r17_evals.sh paired [R]    (f17 and its twin, Milton and 7 books of the King James Bible, both seeds)
+#   bash benchmarks/smollm2_r17_evals.sh fama [R]      (fama-s5 and its twin at the same step, both books)
+#   bash benchmarks/smollm2_r17_evals.sh passkey [R]   (4x and 16x the window, live FAM and reset; one thread)
 # R: a folder holding one loadable model per run (default: the committed adapters, benchmarks/adapters/smollm2-r17;
 # on the GPU it was the training OUT with SUB=/final, DEVICE=cuda). SEEDS ("5 6"), OUTJ (docs), DEVICE (cpu) may be set.
 source "$(dirname "$0")/smollm2_evals_common.sh"
 R=${2:-benchmarks/adapters/smollm2-r17}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; SEEDS=${SEEDS:-5 6}; OUTJ=${OUTJ:-docs}
 H17=${H17:-17.3,18.6,17.4,18.7,$D}   # R12's readers: R11's 4 PassKey heads and the 13 distant ones (R16's O5 set)
 m() { echo "$R/$1$SUB"; }
+paired() {  # paired NAME BOOK NAME=MODEL:MODE...: BOOK milton or kjv; the first model is the baseline
+  local name=$1 data=$2 src edges; shift 2
+  if [ $data = kjv ]; then kjv7; src=$E/kjv7 edges=0,128,512,1024,2048; else src=milton edges=0,128,512,2048; fi
+  "$PY" benchmarks/paired_compare.py --data $src --buckets $edges --device "$DEVICE" \
+    --out "$OUTJ/paired_r17_${name}_$data.json" "$@" > "$E/r17-paired-$name-$data.log" 2>&1
+}
 case "${1:-}" in
-paired)
-  kjv7
+paired)  # f17 against its twin (both 80 + 120 steps), per data seed and book
   for s in $SEEDS; do
     for data in milton kjv; do
-      if [ $data = kjv ]; then src=$E/kjv7 edges=0,128,512,1024,2048; else src=milton edges=0,128,512,2048; fi
-      "$PY" benchmarks/paired_compare.py --data $src --buckets $edges --device "$DEVICE" \
-        --out "$OUTJ/paired_r17_${data}_s$s.json" twin="$(m twin-s$s):bswa" \
-        f17="$(m f17-s$s):fam@$H17" f17-reset="$(m f17-s$s):fam-reset@$H17" f17-bswa="$(m f17-s$s):bswa" \
-        fama="$(m fama-s$s):fam" fama-reset="$(m fama-s$s):fam-reset" fama-bswa="$(m fama-s$s):bswa" \
-        fama-o5="$(m fama-s$s):fam@$H17" > "$E/r17-paired-$data-s$s.log" 2>&1 &
+      paired s$s $data twin="$(m twin-s$s):bswa" f17="$(m f17-s$s):fam@$H17" f17-reset="$(m f17-s$s):fam-reset@$H17" \
+        f17-bswa="$(m f17-s$s):bswa" &
     done
+  done
+  wait
+  ;;
+fama)  # fama (every head reads, the paper's read; 80 + 90 steps, data seed 5) against the twin at 90
+  for data in milton kjv; do
+    paired fama-s5 $data twin="$(m twin90-s5):bswa" fama="$(m fama-s5):fam" fama-reset="$(m fama-s5):fam-reset" \
+      fama-bswa="$(m fama-s5):bswa" fama-o5="$(m fama-s5):fam@$H17" &
   done
   wait
   ;;
 passkey)
   for s in $SEEDS; do
-    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --out $E/r17-f17-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
-    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --fam-reset --out $E/r17-f17-s$s-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
-    pk --model "$(m fama-s$s)" --out $E/r17-fama-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
-    pk --model "$(m fama-s$s)" --fam-reset --out $E/r17-fama-s$s-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
-    pk --model "$(m twin-s$s)" --out $E/r17-twin-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --out $E/r17-f17-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
+    pk --model "$(m f17-s$s)" --fam-read-heads $H17 --fam-reset --out $E/r17-f17-s$s-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE"
   done
-  wait
+  pk --model "$(m fama-s5)" --out $E/r17-fama-s5-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
+  pk --model "$(m fama-s5)" --fam-reset --out $E/r17-fama-s5-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE"
+  pk --model "$(m twin-s5)" --out $E/r17-twin-s5-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|passkey [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|fama|passkey [R]" >&2; exit 2 ;;
 esac
