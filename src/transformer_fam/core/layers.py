@@ -165,6 +165,7 @@ class FamDecoderLayer(nn.Module):
         self.mlp = FamMLP(config)
         self.input_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = FamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.compile_fam_update = False  # a run-time switch (compile_fam_scan), not part of the model's config
         if config.attention_mode == "fam" and config.fam_write_gate:
             # the write-gate option (O4): z = 2 sigmoid(w . u/rms(u) + c) scales each FAM increment u; 0 = paper
             self.fam_write_gate = FamWriteGate(config.hidden_size)
@@ -210,7 +211,13 @@ class FamDecoderLayer(nn.Module):
 
     def _fam_update(self, fam, fq, kv_k, kv_v, residual: bool, cos, sin):
         """One FAM update (Algorithm 2): the F queries attend to [previous FAM ; whole block],
-        then the same layer's FFN. kv_k/kv_v: (B, Hk, F + L, hd). Returns the new FAM and its QKV."""
+        then the same layer's FFN. kv_k/kv_v: (B, Hk, F + L, hd). Returns the new FAM and its QKV.
+        With ``compile_fam_scan`` on, the torch.compile'd form of the same function."""
+        if self.compile_fam_update:
+            return _compiled_fam_update()(self, fam, fq, kv_k, kv_v, residual, cos, sin)
+        return self._fam_update_eager(fam, fq, kv_k, kv_v, residual, cos, sin)
+
+    def _fam_update_eager(self, fam, fq, kv_k, kv_v, residual: bool, cos, sin):
         att = F.scaled_dot_product_attention(fq, kv_k, kv_v, enable_gqa=fq.shape[1] != kv_k.shape[1])
         a = self.self_attn.merge(att)  # (B, F, d)
         if residual and self.fam_write_gate is not None:
@@ -322,3 +329,27 @@ class FamDecoderLayer(nn.Module):
         else:
             state.complete_block_()
         return o, state
+
+
+_COMPILED_FAM_UPDATE = None
+
+
+def _compiled_fam_update():
+    """``FamDecoderLayer._fam_update_eager`` under torch.compile, built once and shared by every layer
+    (the layer is an argument: its weights are graph inputs, so the layers of a model reuse one graph)."""
+    global _COMPILED_FAM_UPDATE
+    if _COMPILED_FAM_UPDATE is None:
+        _COMPILED_FAM_UPDATE = torch.compile(FamDecoderLayer._fam_update_eager, dynamic=False)
+    return _COMPILED_FAM_UPDATE
+
+
+def compile_fam_scan(model: nn.Module, on: bool = True) -> int:
+    """Run the FAM update of every layer of ``model`` (a FamForCausalLM, also inside a peft wrapper)
+    through torch.compile, or back in eager mode. Not the paper's concern, only speed: the FAM scan
+    is a loop of blocks x layers of small steps (launch-bound on a GPU); compiled, each step is a few
+    fused kernels. The first call of each shape compiles (tens of seconds); results equal eager mode's
+    to float rounding. Returns how many layers were switched."""
+    layers = [m for m in model.modules() if isinstance(m, FamDecoderLayer)]
+    for layer in layers:
+        layer.compile_fam_update = bool(on)
+    return len(layers)

@@ -110,6 +110,7 @@ class Recipe:
     clip: float = 1.0  # max grad norm; 0 disables
     bf16: bool = False  # autocast to bfloat16 (CPU or GPU)
     activation_checkpointing: bool = False
+    compile_fam_scan: bool = False  # torch.compile each layer's FAM update (speed only: fewer kernels on a GPU)
     # several processes (torchrun)
     distributed: str = "ddp"  # ddp / fsdp2
 

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from . import checkpoint as ckpt
+from ..core.layers import compile_fam_scan
 from ..core.model import next_token_loss
 from ..hardware import slow_bf16_note
 from .recipe import Recipe, recipe_to_dict
@@ -101,6 +102,8 @@ class Trainer:
             self._reset_write_gates()
         if recipe.activation_checkpointing:
             set_activation_checkpointing(self.fam, True)
+        if recipe.compile_fam_scan:
+            compile_fam_scan(self.fam, True)
         self.model.train()
         self.wrapped = self._wrap(self.model)
         probe = self.supervision.probe if self.supervision is not None else None
