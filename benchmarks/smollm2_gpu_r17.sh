@@ -13,7 +13,7 @@
 #        STEPS=120 KINDS="twin f17" bash benchmarks/smollm2_gpu_r17.sh OUT     (R17's f17 runs and twins, no deadline)
 #        STEPS=90 SEEDS=5 KINDS="twin fama" bash benchmarks/smollm2_gpu_r17.sh OUT (R17's fama-s5 and its twin)
 #   FAM, DEVICE (cuda), BF16 (true), BATCH (8), SAVE (10), BASE (smollm2), INIT16 (R16's adapters),
-#   SEEDS, KINDS (twin f17 fama), CAPSTEPS (150) may be set. Evaluations: benchmarks/smollm2_r17_evals.sh.
+#   SEEDS, KINDS (twin f17 fama), TEXT (shakespeare), CAPSTEPS (150) may be set. Evaluations: benchmarks/smollm2_r17_evals.sh.
 # Each run takes ~23 GB of GPU memory: six did not fit on one H200 (141 GB). As R17 ran, fama-s6 ran out
 # of memory at step 2; the others reached 120-150 steps (fama-s5 93) in 470 s, f17 and the twins were
 # finalised at 120, fama-s5 and a copy of twin-s5 at 90 (the two fixed-step commands above).
@@ -25,10 +25,11 @@ TRAIN_S=${2:-470}; STEPS=${STEPS:-}
 FAM=${FAM:-.venv/bin/fam}
 DEVICE=${DEVICE:-cuda}; BF16=${BF16:-true}; BATCH=${BATCH:-8}; SAVE=${SAVE:-10}; CAPSTEPS=${CAPSTEPS:-150}
 BASE=${BASE:-smollm2}; INIT16=${INIT16:-benchmarks/adapters/smollm2-r16}; SEEDS=${SEEDS:-5 6}; KINDS=${KINDS:-twin f17 fama}
+TEXT=${TEXT:-shakespeare}  # the text micro-batches' corpora (recipe key retrieval_text: names, folders, comma separated)
 H17=${H17:-17.3,18.6,17.4,18.7,4.4,15.6,10.4,23.2,0.5,20.6,1.1,7.7,4.5,7.0,8.1,0.0,5.8}  # R16's O5 set
 mkdir -p "$OUTD"
 COMMON="device=$DEVICE bf16=$BF16 base_model=$BASE retrieval_curriculum=16:0 retrieval_p_boundary=0.3
- retrieval_text=shakespeare grad_accum=2 batch_size=$BATCH seq_len=1024 save_every=$SAVE keep_last_n=100000
+ retrieval_text=$TEXT grad_accum=2 batch_size=$BATCH seq_len=1024 save_every=$SAVE keep_last_n=100000
  distill_weight=3.0 progress=false tensorboard=false activation_checkpointing=false"
 FAMK="fam_write_gate=true read_weight=0 write_weight=0 probe_weight=0 gate_lr=0.01 init_adapter=$INIT16/fama"
 declare -A ARGS=() CAP=()

