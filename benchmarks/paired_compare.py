@@ -28,7 +28,7 @@ from transformer_fam.evaluation.perplexity import load_texts, make_buckets, toke
 
 
 def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu"):
-    """(loss, correct, piece index) per predicted token of every text, for MODEL:MODE[@HEADS]."""
+    """[(loss, correct)] per predicted token, one pair of tensors per text, for MODEL:MODE[@HEADS]."""
     model_path, _, rest = spec.rpartition(":")
     mode, _, heads = rest.partition("@")
     if not model_path or mode not in EVAL_MODES:
@@ -69,24 +69,35 @@ def main() -> None:
         results[name] = per_token(spec, a.data, a.max_tokens, device)
         print(f"{name}: done", flush=True)
 
-    def pieces(name: str, k: int) -> torch.Tensor:  # per-piece means of metric k beyond --from, all texts
-        rows = []
-        for metric in (r[k] for r in results[name]):
-            kept = metric[a.start - 1:]  # target position t is index t-1
-            n = len(kept) // a.unit_tokens * a.unit_tokens
-            rows.append(kept[:n].view(-1, a.unit_tokens).mean(1))
-        return torch.cat(rows)
-
-    def bucket_pieces(name: str, k: int, lo: int, hi: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sums, token counts) of metric k per piece of target positions lo <= t < hi, all texts; the
-        last piece of a text's bucket may be short."""
+    def piece_sums(name: str, k: int, lo: int, hi: int | None, whole: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sums, token counts) of metric k per piece of --unit-tokens target positions lo <= t < hi, all
+        texts; whole: only whole pieces, else a text's last piece may be short."""
         sums, counts = [], []
         for metric in (r[k] for r in results[name]):
-            kept = metric[max(lo, 1) - 1: None if hi is None else hi - 1]
+            kept = metric[max(lo, 1) - 1: None if hi is None else hi - 1]  # target position t is index t-1
+            if whole:
+                kept = kept[: len(kept) // a.unit_tokens * a.unit_tokens]
             for part in kept.split(a.unit_tokens):
-                sums.append(part.sum())
+                sums.append(part.double().sum())
                 counts.append(len(part))
         return torch.stack(sums), torch.tensor(counts, dtype=torch.float64)
+
+    def summary(name: str, lo: int, hi: int | None, whole: bool) -> dict:
+        """Mean accuracy (percent) and loss over the positions; against the baseline, the token-weighted
+        mean of the per-piece differences and its standard error (pieces taken as independent)."""
+        row = {}
+        for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
+            sums, n = piece_sums(name, k, lo, hi, whole)
+            row[metric] = round(scale * (sums.sum() / n.sum()).item(), 4)
+            if name != base:
+                d = scale * (sums - piece_sums(base, k, lo, hi, whole)[0]) / n
+                w = n / n.sum()
+                mean = (w * d).sum()
+                se = ((w ** 2 * (d - mean) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt()
+                row[f"{metric}_minus_{base}"] = round(mean.item(), 4)
+                row[f"{metric}_se"] = round(se.item(), 4)
+        row["tokens"], row["pieces"] = int(n.sum().item()), len(n)
+        return row
 
     base = names[0]
     report = {"data": a.data, "max_tokens": a.max_tokens, "from": a.start, "unit_tokens": a.unit_tokens,
@@ -94,30 +105,10 @@ def main() -> None:
     if buckets:
         report["buckets"] = {}
     for name in names:
-        row = {}
-        for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
-            x = pieces(name, k) * scale
-            row[metric] = round(x.mean().item(), 4)
-            if name != base:
-                d = x - pieces(base, k) * scale
-                row[f"{metric}_minus_{base}"] = round(d.mean().item(), 4)
-                row[f"{metric}_se"] = round((d.std() / len(d) ** 0.5).item(), 4)
-        row["pieces"] = len(x)
-        report["results"][name] = row
-        print(name, row)
+        report["results"][name] = summary(name, a.start, None, whole=True)
+        print(name, report["results"][name])
         for lo, hi, label in buckets:
-            brow = report["buckets"].setdefault(label, {}).setdefault(name, {})
-            for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
-                sums, n = bucket_pieces(name, k, lo, hi)
-                brow[metric] = round(scale * sums.sum().item() / n.sum().item(), 4)
-                brow["tokens"] = int(n.sum().item())
-                if name != base:  # the per-piece mean differences, token-weighted, and their standard error
-                    d = scale * (sums.double() - bucket_pieces(base, k, lo, hi)[0].double()) / n
-                    w = n / n.sum()
-                    mean = (w * d).sum()
-                    se = ((w ** 2 * (d - mean) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt()
-                    brow[f"{metric}_minus_{base}"] = round(mean.item(), 4)
-                    brow[f"{metric}_se"] = round(se.item(), 4)
+            report["buckets"].setdefault(label, {})[name] = summary(name, lo, hi, whole=False)
     if a.out:
         a.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {a.out}")

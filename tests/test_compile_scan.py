@@ -11,7 +11,6 @@ from transformer_fam.training.recipe import recipe_from_dict
 from transformer_fam.training.trainer import Trainer
 
 
-
 def _logits_and_grads(model, ids):
     model.zero_grad()
     out = model(ids, labels=ids)

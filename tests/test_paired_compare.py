@@ -15,13 +15,18 @@ from transformer_fam.evaluation.perplexity import evaluate_texts, load_texts, ma
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "paired_compare.py"
 
 
-def test_paired_compare_against_evaluate_texts(tmp_path, monkeypatch):
+def _model_and_text(tmp_path):
+    """A tiny fam model saved with the passkey tokenizer, its folder, and a 120-token text."""
     model = helpers.tiny("fam", L=8, m=1, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
     model.save_pretrained(tmp_path / "m")
     passkey_tokenizer().save_pretrained(tmp_path / "m")
     text = tmp_path / "t.txt"
-    text.write_text("The grass is green. The sky is blue. " * 12)  # 120 tokens with the passkey tokenizer
-    m = str(tmp_path / "m")
+    text.write_text("The grass is green. The sky is blue. " * 12)
+    return model, str(tmp_path / "m"), text
+
+
+def test_paired_compare_against_evaluate_texts(tmp_path, monkeypatch):
+    model, m, text = _model_and_text(tmp_path)
     out = tmp_path / "r.json"
     monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--from", "17", "--unit-tokens", "8",
                                       "--out", str(out), f"a={m}:bswa", f"b={m}:fam", f"c={m}:bswa"])
@@ -44,15 +49,10 @@ def test_paired_compare_buckets_equal_evaluate_texts(tmp_path, monkeypatch):
     """--buckets: each bucket's means equal evaluate_texts' buckets (every position, short last pieces
     included); a model against itself differs by 0 in each bucket, another model's difference is the
     difference of the means."""
-    model = helpers.tiny("fam", L=8, m=1, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
-    model.save_pretrained(tmp_path / "m")
-    passkey_tokenizer().save_pretrained(tmp_path / "m")
-    text = tmp_path / "t.txt"
-    text.write_text("The grass is green. The sky is blue. " * 12)
-    m = str(tmp_path / "m")
+    model, m, text = _model_and_text(tmp_path)
     out = tmp_path / "r.json"
-    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--buckets", "0,16,50", "--from", "16", "--unit-tokens",
-                                      "8", "--out", str(out), f"a={m}:bswa", f"b={m}:fam", f"c={m}:bswa"])
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--buckets", "0,16,50", "--from", "16",
+                                      "--unit-tokens", "8", "--out", str(out), f"a={m}:bswa", f"b={m}:fam", f"c={m}:bswa"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     rep = json.loads(out.read_text())
     ids = load_texts(str(text), passkey_tokenizer())

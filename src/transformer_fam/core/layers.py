@@ -8,6 +8,7 @@ Face Llama's, so a Llama state dict loads unchanged.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -331,16 +332,11 @@ class FamDecoderLayer(nn.Module):
         return o, state
 
 
-_COMPILED_FAM_UPDATE = None
-
-
+@functools.cache
 def _compiled_fam_update():
     """``FamDecoderLayer._fam_update_eager`` under torch.compile, built once and shared by every layer
     (the layer is an argument: its weights are graph inputs, so the layers of a model reuse one graph)."""
-    global _COMPILED_FAM_UPDATE
-    if _COMPILED_FAM_UPDATE is None:
-        _COMPILED_FAM_UPDATE = torch.compile(FamDecoderLayer._fam_update_eager, dynamic=False)
-    return _COMPILED_FAM_UPDATE
+    return torch.compile(FamDecoderLayer._fam_update_eager, dynamic=False)
 
 
 def compile_fam_scan(model: nn.Module, on: bool = True) -> int:
