@@ -15,9 +15,19 @@ for a in $ARMS; do
   $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps="${STEPS:-${CAP[$a]:-1000000}}" > "$OUTD/$a.train.log" 2>&1 &
   PID[$a]=$!
 done
+reap() {  # wait for every run; keep those that ended well (0: done or capped; 130: stopped at the deadline)
+  local kept="" a rc
+  for a in $ARMS; do
+    wait "${PID[$a]}"; rc=$?
+    say "$a ended (rc $rc): $(tail -n 1 "$OUTD/$a.train.log")"
+    if (( rc == 0 || rc == 130 )); then kept="$kept $a"; else say "$a failed: left out (see $OUTD/$a.train.log)"; fi
+  done
+  ARMS=$kept
+  [ -n "$ARMS" ] || { say "every run failed"; exit 1; }
+}
 if [ -n "${STEPS:-}" ]; then
   say "training ${ARMS} for $STEPS steps"
-  for a in $ARMS; do wait "${PID[$a]}"; say "$a done (rc $?): $(tail -n 1 "$OUTD/$a.train.log")"; done
+  reap
   S=$STEPS
 else
   say "training ${ARMS} for $TRAIN_S s"
@@ -27,15 +37,7 @@ else
     sleep 5
   done
   for a in $ARMS; do kill -TERM "${PID[$a]}" 2>/dev/null; done
-  kept=""
-  for a in $ARMS; do
-    wait "${PID[$a]}"; rc=$?
-    say "$a stopped (rc $rc): $(tail -n 1 "$OUTD/$a.train.log")"
-    # 0: reached its cap; 130: stopped at the deadline; anything else (out of memory, say) is dropped
-    if (( rc == 0 || rc == 130 )); then kept="$kept $a"; else say "$a failed: left out of the common step"; fi
-  done
-  ARMS=$kept
-  [ -n "$ARMS" ] || { say "every run failed"; exit 1; }
+  reap
   # shellcheck disable=SC2086
   S=$(python3 - "$OUTD" "$SAVE" $ARMS <<'EOF'
 import re, sys
