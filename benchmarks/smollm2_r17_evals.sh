@@ -6,6 +6,7 @@
 #   bash benchmarks/smollm2_r17_evals.sh fama [R]      (fama-s5 and its twin at the same step, both books)
 #   bash benchmarks/smollm2_r17_evals.sh shakespeare [R]  (fama-s5 and its twin on 7 plays of the training corpus)
 #   bash benchmarks/smollm2_r17_evals.sh passkey [R]   (4x and 16x the window, live FAM and reset; one thread)
+#   bash benchmarks/smollm2_r17_evals.sh gather        (the PassKey results -> docs/smollm2_r17_passkey.json)
 # R: a folder holding one loadable model per run (default: the committed adapters, benchmarks/adapters/smollm2-r17;
 # on the GPU it was the training OUT with SUB=/final, DEVICE=cuda). SEEDS ("5 6"), OUTJ (docs), DEVICE (cpu) may be set.
 source "$(dirname "$0")/smollm2_evals_common.sh"
@@ -53,5 +54,14 @@ passkey)
   pk --model "$(m fama-s5)" --fam-reset --out $E/r17-fama-s5-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE"
   pk --model "$(m twin-s5)" --out $E/r17-twin-s5-pk --lengths 450,2000 --samples 20 --device "$DEVICE"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|fama|shakespeare|passkey [R]" >&2; exit 2 ;;
+gather)  # the PassKey results above -> docs/smollm2_r17_passkey.json
+  "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_r17_passkey.json" \
+    --meta eval="fam eval passkey: new keys, depth 0, 20 per length, greedy, evaluation seed 0" \
+      machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
+    --row "f17-s5" $E/r17-f17-s5-pk/passkey.json --row "f17-s5, FAM reset" $E/r17-f17-s5-pk-reset/passkey.json \
+    --row "f17-s6" $E/r17-f17-s6-pk/passkey.json --row "f17-s6, FAM reset" $E/r17-f17-s6-pk-reset/passkey.json \
+    --row "fama-s5" $E/r17-fama-s5-pk/passkey.json --row "fama-s5, FAM reset" $E/r17-fama-s5-pk-reset/passkey.json \
+    --row "twin-s5" $E/r17-twin-s5-pk/passkey.json
+  ;;
+*) echo "usage: bash benchmarks/smollm2_r17_evals.sh paired|fama|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
 esac
