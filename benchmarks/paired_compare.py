@@ -41,7 +41,7 @@ def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu"):
     out = []
     for _, ids in load_texts(data, tokenizer):
         loss, ok = token_metrics(model, ids[:max_tokens], chunk)
-        out.append((loss.cpu(), ok.float().cpu()))
+        out.append((loss, ok.float()))  # token_metrics returns them on the CPU
     return out
 
 
