@@ -196,16 +196,21 @@ def test_bf16_autocast_and_activation_checkpointing(tmp_path):
     assert bf16 == pytest.approx(losses(tmp_path / "plain"), abs=0.05)
 
 
-def test_lora_fine_tuning_of_a_converted_llama(tmp_path):
+def tiny_llama(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama checkpoint with the byte tokenizer, as a base model for LoRA recipes."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from transformer_fam.data.tokenizer import byte_tokenizer
 
-    base = tmp_path / "llama"
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(base)
-    byte_tokenizer().save_pretrained(base)
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_lora_fine_tuning_of_a_converted_llama(tmp_path):
+    base = tiny_llama(tmp_path / "llama")
     values = tiny(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4,
                   tokenizer="auto", max_steps=3, save_every=3, lr=1e-2)
     assert train_inproc(values) == 0
@@ -218,6 +223,36 @@ def test_lora_fine_tuning_of_a_converted_llama(tmp_path):
     q_base = load_file(base / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
     assert q.shape == q_base.shape and not torch.allclose(q, q_base)  # LoRA trained and merged
     assert all(torch.isfinite(torch.tensor(losses(values["out_dir"]))))
+
+
+def test_lora_checkpoints_hold_only_trained_weights_and_resume_exactly(tmp_path):
+    from safetensors import safe_open
+
+    base = tiny_llama(tmp_path / "llama")
+    full = tiny(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4, tokenizer="auto",
+                lr=1e-2, out_dir=str(tmp_path / "full"))
+    assert train_inproc(full) == 0
+    part = dict(full, out_dir=str(tmp_path / "part"), max_steps=4)
+    assert train_inproc(part) == 0
+    saved = tmp_path / "part" / "checkpoints" / "step-00000004" / "model.safetensors"
+    with safe_open(saved, "pt") as fh:
+        names, meta = set(fh.keys()), fh.metadata()
+    assert names and all("lora_" in n or "fam_prompt" in n for n in names)  # no frozen base weight
+    assert len(meta["__frozen_sha256__"]) == 64
+    assert train_inproc(dict(part, max_steps=6), resume=True) == 0
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")  # bit-identical
+
+
+def test_lora_checkpoint_on_other_base_weights_is_a_clear_error(tmp_path):
+    base = tiny_llama(tmp_path / "llama")
+    values = tiny(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4, tokenizer="auto",
+                  max_steps=2, save_every=2)
+    assert train_inproc(values) == 0
+    with pytest.raises(ValueError, match="checkpoint weights do not fit this recipe's model: .*lora"):
+        train_inproc(dict(values, max_steps=4, lora_rank=8), resume=True)
+    tiny_llama(base, seed=1)  # the base model changed under the run
+    with pytest.raises(ValueError, match="saved on other frozen weights"):
+        train_inproc(dict(values, max_steps=4), resume=True)
 
 
 def test_fam_plot_writes_png(tmp_path):

@@ -2,7 +2,9 @@
 
 A checkpoint is a folder ``OUT/checkpoints/step-00000123/`` holding
 
-- ``model.safetensors``  the model's state dict (LoRA-wrapped models: the peft state dict)
+- ``model.safetensors``  the model's state dict; of a partly frozen model (LoRA) only the trained
+  parameters and the buffers, with a sha256 of the frozen weights that loading checks (the frozen
+  weights come from the base model again: a SmolLM2 LoRA checkpoint is ~10 MB, not 670)
 - ``optimizer.pt``, ``scheduler.pt``  their state dicts (loaded with ``weights_only=True``)
 - ``trainer_state.json``  step, data position, world size
 - ``rank{r}.pt``  per process: RNG states (torch, python, numpy, cuda), the Random State
@@ -61,6 +63,59 @@ def cache_from_dict(state: dict | None, config, device) -> FamCache | None:
     return None if state is None else FamCache.from_state_dict(config, state, device)
 
 
+FROZEN_KEY = "__frozen_sha256__"  # model.safetensors' metadata of a trainable-only checkpoint
+
+
+def _frozen(model) -> list[tuple[str, torch.Tensor]]:
+    """(state-dict name, tensor) of the frozen parameters, in state-dict order, tied copies included."""
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    return [(n, t) for n, t in model.state_dict(keep_vars=True).items() if id(t) in frozen]
+
+
+def frozen_sha256(model) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the frozen parameters."""
+    h = hashlib.sha256()
+    for name, t in _frozen(model):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def trainable_state(model) -> dict:
+    """The state dict to checkpoint: everything, or, when some parameters are frozen (LoRA), everything
+    but them, with their sha256 under FROZEN_KEY (a string; ``write_main`` puts it in the metadata)."""
+    frozen = {n for n, _ in _frozen(model)}
+    state = model.state_dict()
+    if not frozen:
+        return state
+    kept = {n: t for n, t in state.items() if n not in frozen}
+    kept[FROZEN_KEY] = frozen_sha256(model)
+    return kept
+
+
+def load_trainable_state(model, state: dict) -> None:
+    """Load what ``trainable_state`` saved (a full state dict too); one-line ValueError when it does not fit."""
+    state = dict(state)
+    saved_sha = state.pop(FROZEN_KEY, None)
+    frozen = {n for n, _ in _frozen(model)}
+    partial = saved_sha is not None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=not partial)
+    except RuntimeError as err:  # "Error(s) in loading state_dict for ...:" then one line per problem
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
+        raise ValueError(f"checkpoint weights do not fit this recipe's model: {detail}") from None
+    if partial:
+        if unexpected or set(missing) != frozen:
+            names = (unexpected or sorted(set(missing) ^ frozen))[:3]
+            raise ValueError(f"checkpoint weights do not fit this recipe's model: trained parameters differ "
+                             f"({', '.join(names)})")
+        if frozen_sha256(model) != saved_sha:
+            raise ValueError("checkpoint was saved on other frozen weights (another base model or "
+                             "conversion): its trained parameters do not apply to this recipe's model")
+
+
 # ---------------------------------------------------------------------------------------------- files
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -98,8 +153,9 @@ def write_main(tmp: Path, model_state: dict, optimizer_state: dict, scheduler_st
     from safetensors.torch import save_file
 
     # clone: tied weights share storage, which safetensors refuses; loading restores the tie
-    save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()},
-              tmp / "model.safetensors")
+    meta = {FROZEN_KEY: model_state[FROZEN_KEY]} if FROZEN_KEY in model_state else None
+    save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in model_state.items() if k != FROZEN_KEY},
+              tmp / "model.safetensors", metadata=meta)
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler_state, tmp / "scheduler.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
@@ -138,16 +194,27 @@ def verify(folder: Path) -> None:
             raise ValueError(f"{name} does not match its checksum (corrupted or truncated)")
 
 
-def read(folder: Path, rank: int) -> dict:
-    """Load and return everything of a verified checkpoint for process ``rank``."""
+def _load_model_file(path: Path) -> dict:
+    """model.safetensors as ``trainable_state`` wrote it (the frozen weights' sha256 back under FROZEN_KEY)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    state = load_file(path)
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata() or {}
+    if FROZEN_KEY in meta:
+        state[FROZEN_KEY] = meta[FROZEN_KEY]
+    return state
+
+
+def read(folder: Path, rank: int) -> dict:
+    """Load and return everything of a verified checkpoint for process ``rank``."""
     verify(folder)
     state = json.loads((folder / "trainer_state.json").read_text())
     rank_file = folder / f"rank{rank}.pt"
     if not rank_file.exists():
         raise ValueError(f"has no state for process {rank} (saved with world size {state.get('world_size')})")
-    return {"model": load_file(folder / "model.safetensors"),
+    return {"model": _load_model_file(folder / "model.safetensors"),
             "optimizer": torch.load(folder / "optimizer.pt", weights_only=True),
             "scheduler": torch.load(folder / "scheduler.pt", weights_only=True),
             "trainer": state,

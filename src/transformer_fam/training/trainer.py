@@ -196,7 +196,7 @@ class Trainer:
 
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             return dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer, options=opts)))
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": ckpt.trainable_state(self.model), "optimizer": self.optimizer.state_dict()}
 
     def _load_model_state(self, model_sd: dict, optim_sd: dict) -> None:
         if self.recipe.distributed == "fsdp2" and self.dist.world > 1:
@@ -205,10 +205,7 @@ class Trainer:
             set_state_dict(self.model, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                            options=StateDictOptions(full_state_dict=True))
             return
-        try:
-            self.model.load_state_dict(model_sd)
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint weights do not fit this recipe's model: {str(err).splitlines()[0]}") from None
+        ckpt.load_trainable_state(self.model, model_sd)
         self.optimizer.load_state_dict(optim_sd)
 
     def save_checkpoint(self) -> None:
