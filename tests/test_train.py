@@ -196,7 +196,7 @@ def test_bf16_autocast_and_activation_checkpointing(tmp_path):
     assert bf16 == pytest.approx(losses(tmp_path / "plain"), abs=0.05)
 
 
-def tiny_llama(folder: Path, seed: int = 0) -> Path:
+def tiny_llama(folder: Path, seed: int = 0, tie: bool = False) -> Path:
     """A 2-layer Llama checkpoint with the byte tokenizer, as a base model for LoRA recipes."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -204,7 +204,8 @@ def tiny_llama(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(folder)
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 tie_word_embeddings=tie)).save_pretrained(folder)
     byte_tokenizer().save_pretrained(folder)
     return folder
 
@@ -225,10 +226,11 @@ def test_lora_fine_tuning_of_a_converted_llama(tmp_path):
     assert all(torch.isfinite(torch.tensor(losses(values["out_dir"]))))
 
 
-def test_lora_checkpoints_hold_only_trained_weights_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("tie", [False, True])  # SmolLM2 ties its embeddings: both names are frozen
+def test_lora_checkpoints_hold_only_trained_weights_and_resume_exactly(tmp_path, tie):
     from safetensors import safe_open
 
-    base = tiny_llama(tmp_path / "llama")
+    base = tiny_llama(tmp_path / "llama", tie=tie)
     full = tiny(tmp_path, init="pretrained", base_model=str(base), finetune="lora", lora_rank=4, tokenizer="auto",
                 lr=1e-2, out_dir=str(tmp_path / "full"))
     assert train_inproc(full) == 0
