@@ -47,6 +47,7 @@ class Trainer:
         from ..data.batching import make_batches
 
         self.recipe, self.resume = recipe, resume
+        self._frozen_sha: str | None = None  # checkpoint.frozen_sha256 of the model, at its first checkpoint
         self.dist = Dist(recipe)
         self.out = Path(recipe.out_dir)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if self.dist.main else None)
@@ -196,7 +197,9 @@ class Trainer:
 
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             return dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer, options=opts)))
-        return {"model": ckpt.trainable_state(self.model), "optimizer": self.optimizer.state_dict()}
+        if self._frozen_sha is None:  # once per run: the frozen weights do not change
+            self._frozen_sha = ckpt.frozen_sha256(self.model)
+        return {"model": ckpt.trainable_state(self.model, self._frozen_sha), "optimizer": self.optimizer.state_dict()}
 
     def _load_model_state(self, model_sd: dict, optim_sd: dict) -> None:
         if self.recipe.distributed == "fsdp2" and self.dist.world > 1:
