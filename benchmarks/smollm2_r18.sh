@@ -11,7 +11,11 @@
 # usage: bash benchmarks/smollm2_r18.sh OUT [TRAIN_SECONDS]    (as R18 ran: OUT 5400)
 #        STEPS=100 bash benchmarks/smollm2_r18.sh OUT            (a fixed step count, no deadline)
 #   FAM, DEVICE (cpu), BF16 (false), BATCH (2), SAVE (5), LR (5e-4), INIT17 (R17's committed adapters),
-#   SEED (7), TEXT (shakespeare + the books folder) may be set. Evaluations: benchmarks/smollm2_r18_evals.sh.
+#   INIT_TWIN / INIT_FAMA (the adapters each arm starts from: INIT17's twin90-s5 / fama-s5), SEED (7),
+#   TEXT (shakespeare + the books folder) may be set. Evaluations: benchmarks/smollm2_r18_evals.sh.
+# R19 (twentieth session) is R18 continued from R18's committed adapters on new data (seed 8):
+#   SEED=8 INIT_TWIN=benchmarks/adapters/smollm2-r18/twin INIT_FAMA=benchmarks/adapters/smollm2-r18/fama \
+#     bash benchmarks/smollm2_r18.sh runs/r19 4800
 # Each run's OUT/ARM/recipe.yaml holds every key with max_steps = the common step, so one run reruns
 # without a deadline as  fam train OUT/ARM/recipe.yaml out_dir=NEW.
 set -uo pipefail
@@ -22,6 +26,7 @@ TRAIN_S=${2:-5400}; STEPS=${STEPS:-}
 FAM=${FAM:-.venv/bin/fam}; PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cpu}; BF16=${BF16:-false}; BATCH=${BATCH:-2}; SAVE=${SAVE:-5}; LR=${LR:-5e-4}; SEED=${SEED:-7}
 INIT17=${INIT17:-benchmarks/adapters/smollm2-r17}
+INIT_TWIN=${INIT_TWIN:-$INIT17/twin90-s5}; INIT_FAMA=${INIT_FAMA:-$INIT17/fama-s5}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 BOOKS=${BOOKS:-runs/ev/kjv8-66}
 if [ ! -d "$BOOKS" ]; then  # the King James Bible without its first 7 books (those are evaluated)
@@ -36,9 +41,9 @@ COMMON="device=$DEVICE bf16=$BF16 base_model=smollm2 retrieval_curriculum=16:0 r
  retrieval_text=$TEXT grad_accum=2 batch_size=$BATCH seq_len=1024 save_every=$SAVE keep_last_n=100000
  distill_weight=3.0 lr=$LR seed=$SEED progress=false tensorboard=false activation_checkpointing=false"
 declare -A ARGS=() CAP=()
-ARGS[twin]="smollm2-bswa init_adapter=$INIT17/twin90-s5 $COMMON"
+ARGS[twin]="smollm2-bswa init_adapter=$INIT_TWIN $COMMON"
 ARGS[fama]="smollm2-fam fam_write_gate=true read_weight=0 write_weight=0 probe_weight=0 fam_lr=$FL gate_lr=$GL
- init_adapter=$INIT17/fama-s5 $COMMON"
+ init_adapter=$INIT_FAMA $COMMON"
 ARMS="twin fama"
 source "$HERE/gpu_side_by_side.sh"
 for a in $ARMS; do echo "$a: $(tail -n 1 "$OUTD/$a/metrics.jsonl" | cut -c1-240)"; done

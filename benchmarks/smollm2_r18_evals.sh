@@ -7,41 +7,42 @@
 #   bash benchmarks/smollm2_r18_evals.sh reset [R]        (the live FAM against its own reset, both books: target 3's SE)
 #   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
 #   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
-#   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_r18_passkey.json)
+#   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
-# benchmarks/adapters/smollm2-r18; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
+# benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
+# TAG (r18) names the runs and the files written: R19 (R18 continued, twentieth session) is TAG=r19.
 source "$(dirname "$0")/smollm2_evals_common.sh"
-R=${2:-benchmarks/adapters/smollm2-r18}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
+T=${TAG:-r18}; R=${2:-benchmarks/adapters/smollm2-$T}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 m() { echo "$R/$1$SUB"; }
 models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa"; }
 case "${1:-}" in
 paired)
   kjv7  # once, before the parallel jobs
   # shellcheck disable=SC2046
-  for data in milton kjv; do paired_book "$OUTJ/paired_r18_$data.json" $data $(models) & done
+  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_$data.json" $data $(models) & done
   wait
   ;;
 reset)
   kjv7
-  for data in milton kjv; do paired_book "$OUTJ/paired_r18_reset_$data.json" $data fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" & done
+  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_reset_$data.json" $data fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" & done
   wait
   ;;
 shakespeare)
   shk7
   # shellcheck disable=SC2046
   OMP_NUM_THREADS=2 "$PY" benchmarks/paired_compare.py --data $E/shk7 --buckets 0,128,512,2048 --threads 2 \
-    --device "$DEVICE" --out "$OUTJ/paired_r18_shakespeare.json" $(models)
+    --device "$DEVICE" --out "$OUTJ/paired_${T}_shakespeare.json" $(models)
   ;;
 passkey)
-  pk --model "$(m fama)" --out $E/r18-fama-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
-  pk --model "$(m fama)" --fam-reset --out $E/r18-fama-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
+  pk --model "$(m fama)" --out $E/$T-fama-pk --lengths 450,2000 --samples 20 --device "$DEVICE" &
+  pk --model "$(m fama)" --fam-reset --out $E/$T-fama-pk-reset --lengths 450,2000 --samples 20 --device "$DEVICE" &
   wait
   ;;
 gather)
-  "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_r18_passkey.json" \
+  "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_${T}_passkey.json" \
     --meta eval="fam eval passkey: new keys, depth 0, 20 per length, greedy, evaluation seed 0" \
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
-    --row "fama (R18)" $E/r18-fama-pk/passkey.json --row "fama (R18), FAM reset" $E/r18-fama-pk-reset/passkey.json
+    --row "fama (${T^^})" $E/$T-fama-pk/passkey.json --row "fama (${T^^}), FAM reset" $E/$T-fama-pk-reset/passkey.json
   ;;
 *) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
 esac
