@@ -11,6 +11,8 @@ Each NAME=MODEL:MODE[@READ_HEADS] is evaluated once (streamed, as `fam eval ppl`
 the baseline. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
 and the mean difference to the baseline with its standard error. With --buckets 0,128,512,2048 also
 per position bucket (the means equal `fam eval ppl --buckets`'s; a bucket's last piece may be short).
+--pair A:B (repeatable) also reports A minus B on the same pieces, e.g. a FAM model against its own
+reset (`--pair fama:fama-reset`), with the numbers a second run with B as the baseline would give.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--from", dest="start", type=int, default=128, help="first target position counted")
     ap.add_argument("--unit-tokens", type=int, default=128, help="tokens per piece for the standard error")
     ap.add_argument("--buckets", help="position bucket edges, e.g. 0,128,512,2048: also report each bucket")
+    ap.add_argument("--pair", action="append", default=[], metavar="A:B",
+                    help="also report model A minus model B (both named above), paired on the same pieces")
     ap.add_argument("--threads", type=int, default=1)
     add_device_argument(ap)
     ap.add_argument("--out", type=Path)
@@ -60,12 +64,17 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     buckets = make_buckets([int(e) for e in a.buckets.split(",")]) if a.buckets else ()
     device = resolve_device(a.device)
-    names, results = [], {}
+    names = [item.partition("=")[0] for item in a.models]
     for item in a.models:
-        name, sep, spec = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise SystemExit(f"{item}: give NAME=MODEL:MODE[@READ_HEADS]")
-        names.append(name)
+    pairs = [tuple(p.split(":")) for p in a.pair]
+    for p, pair in zip(a.pair, pairs):
+        if len(pair) != 2 or not set(pair) <= set(names) or pair[0] == pair[1]:
+            raise SystemExit(f"--pair {p}: give A:B, two different model names of {', '.join(names)}")
+    results = {}
+    for item in a.models:
+        name, _, spec = item.partition("=")
         results[name] = per_token(spec, a.data, a.max_tokens, device)
         print(f"{name}: done", flush=True)
 
@@ -82,19 +91,21 @@ def main() -> None:
                 counts.append(len(part))
         return torch.stack(sums), torch.tensor(counts, dtype=torch.float64)
 
-    def summary(name: str, lo: int, hi: int | None, whole: bool) -> dict:
-        """Mean accuracy (percent) and loss over the positions; against the baseline, the token-weighted
-        mean of the per-piece differences and its standard error (pieces taken as independent)."""
+    def summary(name: str, lo: int, hi: int | None, whole: bool, against: str | None = None) -> dict:
+        """Mean accuracy (percent) and loss over the positions; against the baseline (or `against`), the
+        token-weighted mean of the per-piece differences and its standard error (pieces taken as
+        independent)."""
+        ref = against or base
         row = {}
         for k, metric, scale in ((1, "accuracy", 100.0), (0, "loss", 1.0)):
             sums, n = piece_sums(name, k, lo, hi, whole)
             row[metric] = round(scale * (sums.sum() / n.sum()).item(), 4)
-            if name != base:
-                d = scale * (sums - piece_sums(base, k, lo, hi, whole)[0]) / n
+            if name != ref:
+                d = scale * (sums - piece_sums(ref, k, lo, hi, whole)[0]) / n
                 w = n / n.sum()
                 mean = (w * d).sum()
                 se = ((w ** 2 * (d - mean) ** 2).sum() * len(d) / max(len(d) - 1, 1)).sqrt()
-                row[f"{metric}_minus_{base}"] = round(mean.item(), 4)
+                row[f"{metric}_minus_{ref}"] = round(mean.item(), 4)
                 row[f"{metric}_se"] = round(se.item(), 4)
         row["tokens"], row["pieces"] = int(n.sum().item()), len(n)
         return row
@@ -109,6 +120,13 @@ def main() -> None:
         print(name, report["results"][name])
         for lo, hi, label in buckets:
             report["buckets"].setdefault(label, {})[name] = summary(name, lo, hi, whole=False)
+    if pairs:  # "A:B" -> A's summary against B, over all positions from --from and per bucket
+        report["pairs"] = {f"{x}:{y}": summary(x, a.start, None, whole=True, against=y) for x, y in pairs}
+        for key, row in report["pairs"].items():
+            print(key, row)
+        if buckets:
+            report["pair_buckets"] = {label: {f"{x}:{y}": summary(x, lo, hi, whole=False, against=y) for x, y in pairs}
+                                      for lo, hi, label in buckets}
     if a.out:
         a.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {a.out}")

@@ -4,7 +4,8 @@
 # with standard errors, by position bucket), live FAM, FAM reset at every block and its weights in BSWA
 # mode, and PassKey.
 #   bash benchmarks/smollm2_r18_evals.sh paired [R]       (Milton and Genesis .. Judges, held out; two jobs)
-#   bash benchmarks/smollm2_r18_evals.sh reset [R]        (the live FAM against its own reset, both books: target 3's SE)
+#   bash benchmarks/smollm2_r18_evals.sh reset [R]        (the live FAM against its own reset, both books: target 3's SE;
+#                                                          paired's JSON has the same numbers under "pairs")
 #   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
 #   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
@@ -19,7 +20,7 @@ case "${1:-}" in
 paired)
   kjv7  # once, before the parallel jobs
   # shellcheck disable=SC2046
-  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_$data.json" $data $(models) & done
+  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_$data.json" $data --pair fama:fama-reset $(models) & done
   wait
   ;;
 reset)

@@ -70,3 +70,24 @@ def test_paired_compare_buckets_equal_evaluate_texts(tmp_path, monkeypatch):
         assert c["loss_minus_a"] == 0 and c["loss_se"] == 0
         assert b["loss_minus_a"] == pytest.approx(b["loss"] - rep["buckets"][label]["a"]["loss"], abs=1e-3)
     assert rep["buckets"]["16-50"]["b"]["loss_se"] > 0
+
+
+def test_paired_compare_pair_equals_a_run_with_that_baseline(tmp_path, monkeypatch):
+    """--pair b:c reports exactly what a run with c as the baseline reports for b (overall and per bucket);
+    a pair naming an unknown model is a one-line error."""
+    model, m, text = _model_and_text(tmp_path)
+    common = ["paired_compare.py", "--data", str(text), "--buckets", "0,16,50", "--from", "16", "--unit-tokens", "8"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    monkeypatch.setattr(sys, "argv", common + ["--out", str(one), "--pair", "b:c", f"a={m}:bswa", f"b={m}:fam",
+                                               f"c={m}:fam-reset"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", common + ["--out", str(two), f"c={m}:fam-reset", f"b={m}:fam"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    one, two = json.loads(one.read_text()), json.loads(two.read_text())
+    assert one["pairs"]["b:c"] == two["results"]["b"]
+    assert one["pairs"]["b:c"]["loss_minus_c"] != 0
+    for label in ("0-16", "16-50", "50+"):
+        assert one["pair_buckets"][label]["b:c"] == two["buckets"][label]["b"]
+    monkeypatch.setattr(sys, "argv", common + ["--pair", "b:z", f"a={m}:bswa", f"b={m}:fam"])
+    with pytest.raises(SystemExit, match="--pair b:z: give A:B, two different model names of a, b"):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
