@@ -15,7 +15,8 @@
 source "$(dirname "$0")/smollm2_evals_common.sh"
 T=${TAG:-r18}; R=${2:-benchmarks/adapters/smollm2-$T}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 m() { echo "$R/$1$SUB"; }
-models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa"; }
+# full: the original SmolLM2 with full attention (the other end of target 2's BSWA -> full gap; R19 on)
+models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa" full=smollm2:full; }
 case "${1:-}" in
 paired)
   kjv7  # once, before the parallel jobs
