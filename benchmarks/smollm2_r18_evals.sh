@@ -8,7 +8,7 @@
 #                                                          paired's JSON has the same numbers under "pairs")
 #   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
 #   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
-#   bash benchmarks/smollm2_r18_evals.sh passkey-long [R] (the shipped model's other lengths: 1x-32x, and 63x / 125x with 10 keys)
+#   bash benchmarks/smollm2_r18_evals.sh passkey-long [R] (the shipped model's other lengths: 1x-32x, 63x / 125x with 10 keys; depth 0.5)
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
 # benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
@@ -45,11 +45,13 @@ passkey-long)
   pk --model "$(m fama)" --out $E/$T-fama-pk-more --lengths 60,200,1000,4000 --samples 20 --device "$DEVICE" &
   pk --model "$(m fama)" --out $E/$T-fama-pk-long --lengths 8050,16000 --samples 10 --device "$DEVICE" &
   wait
+  pk --model "$(m fama)" --out $E/$T-fama-pk-d05 --lengths 450,2000 --depths 0.5 --samples 20 --device "$DEVICE"
   ;;
 gather)
   more=()  # passkey-long's rows, where it ran
   [ -f $E/$T-fama-pk-more/passkey.json ] && more+=(--row "fama (${T^^}), 1x-32x" $E/$T-fama-pk-more/passkey.json)
   [ -f $E/$T-fama-pk-long/passkey.json ] && more+=(--row "fama (${T^^}), 63x and 125x (10 keys)" $E/$T-fama-pk-long/passkey.json)
+  [ -f $E/$T-fama-pk-d05/passkey.json ] && more+=(--row "fama (${T^^}), key at depth 0.5" $E/$T-fama-pk-d05/passkey.json)
   "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_${T}_passkey.json" \
     --meta eval="fam eval passkey: new keys, depth 0, 20 per length, greedy, evaluation seed 0" \
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
