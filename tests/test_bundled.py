@@ -3,6 +3,7 @@ bundled LoRA adapter on SmolLM2-135M-Instruct, merged, offline; small enough to 
 a pass key 16x beyond its 128-token window (slow)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,11 @@ def test_fam_train_on_smollm2_saves_an_adapter_folder_that_loads_by_path(tmp_pat
         ours, theirs = by_path(input_ids=ids).logits, merged(input_ids=ids).logits
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
         assert (plain(input_ids=ids).logits - theirs).abs().max() > 1e-3  # the step changed the model
+
+
+def test_smollm2_fam_is_the_run_its_numbers_were_measured_on():
+    """README and the bundled README report R19's evaluations of benchmarks/adapters/smollm2-r19/fama:
+    the shipped files must be those, byte for byte (shipping another adapter means new numbers)."""
+    measured = Path(__file__).parents[1] / "benchmarks" / "adapters" / "smollm2-r19" / "fama"
+    for name in ("adapter_model.safetensors", "fam_prompt.safetensors", "adapter_config.json", "fam.json"):
+        assert (FOLDER / name).read_bytes() == (measured / name).read_bytes(), name
