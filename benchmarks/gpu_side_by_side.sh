@@ -4,15 +4,18 @@
 # --resume`), so that all arms end after the same steps and data.
 # The caller sets: OUTD, ARMS ("a b c"), ARGS[arm] (fam train arguments), SAVE, FAM, TRAIN_S, and
 # optionally STEPS (a fixed step count instead of the deadline) and CAP[arm] (an arm's max_steps
-# under the deadline: a fast arm, BSWA, stops there instead of taking the GPU from the slow ones).
+# under the deadline: a fast arm, BSWA, stops there instead of taking the GPU from the slow ones), and
+# RESUME (non-empty: each arm continues from its newest checkpoint in OUTD/ARM, from step 0 where none).
 # After it: S = the common step, ARMS = the runs that reached it (a run that failed, out of GPU
 # memory say, is left out rather than stopping the others at step 0).
 t0=$(date +%s)
 say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 declare -A PID
 for a in $ARMS; do
+  [ -n "${RESUME:-}" ] || : > "$OUTD/$a.train.log"  # a resumed run's log goes on after the first one's
   # shellcheck disable=SC2086
-  $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps="${STEPS:-${CAP[$a]:-1000000}}" > "$OUTD/$a.train.log" 2>&1 &
+  $FAM train ${ARGS[$a]} out_dir="$OUTD/$a" max_steps="${STEPS:-${CAP[$a]:-1000000}}" ${RESUME:+--resume} \
+    >> "$OUTD/$a.train.log" 2>&1 &
   PID[$a]=$!
 done
 reap() {  # wait for every run; keep those that ended well (0: done or capped; 130: stopped at the deadline)

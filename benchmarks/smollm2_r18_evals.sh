@@ -12,7 +12,8 @@
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
 # benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
-# TAG (r18) names the runs and the files written: R19 (R18 continued, twentieth session) is TAG=r19.
+# TAG (r18) names the runs and the files written: R19 (R18 continued, twentieth session) is TAG=r19; the
+# second chain (benchmarks/smollm2_chain.sh, twenty-first session) is TAG=r18b and TAG=r19b.
 source "$(dirname "$0")/smollm2_evals_common.sh"
 T=${TAG:-r18}; R=${2:-benchmarks/adapters/smollm2-$T}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 m() { echo "$R/$1$SUB"; }
@@ -57,5 +58,5 @@ gather)
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
     --row "fama (${T^^})" $E/$T-fama-pk/passkey.json --row "fama (${T^^}), FAM reset" $E/$T-fama-pk-reset/passkey.json "${more[@]}"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|shakespeare|passkey|gather [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|shakespeare|passkey|passkey-long|gather [R]" >&2; exit 2 ;;
 esac
