@@ -3,7 +3,7 @@
 # twin90-s5 continued link after link, each link STEPS (105) steps of benchmarks/smollm2_r18.sh on its own data
 # seed with a fresh AdamW, from the previous link's committed (bfloat16) adapters; each link's adapters, recipes,
 # metrics and logs are committed in turn under benchmarks/adapters/smollm2-TAG (benchmarks/commit_adapter.py).
-#   chain 1 (sessions 19-20): R18 (seed 7) -> R19 (seed 8)  =  bash benchmarks/smollm2_chain.sh runs/chain1 r18:7 r19:8
+#   chain 1 (sessions 19-20): R18 (seed 7) -> R19 (seed 8), the same steps as  bash benchmarks/smollm2_chain.sh runs/chain1 r18:7 r19:8
 #   chain 2 (session 21):     R18b (seed 9) -> R19b (seed 10)
 #     bash benchmarks/smollm2_chain.sh runs/chain2 r18b:9 r19b:10
 # A link whose adapters are already in benchmarks/adapters is not trained again (the chain goes on from them), and
