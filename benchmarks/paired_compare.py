@@ -13,6 +13,10 @@ and the mean difference to the baseline with its standard error. With --buckets 
 per position bucket (the means equal `fam eval ppl --buckets`'s; a bucket's last piece may be short).
 --pair A:B (repeatable) also reports A minus B on the same pieces, e.g. a FAM model against its own
 reset (`--pair fama:fama-reset`), with the numbers a second run with B as the baseline would give.
+--documents N cuts each text (its first --max-tokens) into independent documents of N tokens, each
+read from a fresh state (a text's short tail is dropped); each document is one piece and --from
+defaults to 0. With N = the attention window every prediction is inside the window, so the
+in-window comparison has as many pieces as the texts have windows, not one per text.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from transformer_fam.evaluation.ablation import EVAL_MODES, load_in_mode
 from transformer_fam.evaluation.perplexity import load_texts, make_buckets, token_metrics
 
 
-def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu"):
-    """[(loss, correct)] per predicted token, one pair of tensors per text, for MODEL:MODE[@HEADS]."""
+def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", documents: int | None = None):
+    """[(loss, correct)] per predicted token, one pair of tensors per text (per document of
+    ``documents`` tokens when given), for MODEL:MODE[@HEADS]."""
     model_path, _, rest = spec.rpartition(":")
     mode, _, heads = rest.partition("@")
     if not model_path or mode not in EVAL_MODES:
@@ -42,8 +47,12 @@ def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu"):
     chunk = 4 * model.config.block_size
     out = []
     for _, ids in load_texts(data, tokenizer):
-        loss, ok = token_metrics(model, ids[:max_tokens], chunk)
-        out.append((loss, ok.float()))  # token_metrics returns them on the CPU
+        ids = ids[:max_tokens]
+        pieces = [ids] if documents is None else [ids[i: i + documents]
+                                                  for i in range(0, len(ids) - documents + 1, documents)]
+        for piece in pieces:
+            loss, ok = token_metrics(model, piece, chunk)
+            out.append((loss, ok.float()))  # token_metrics returns them on the CPU
     return out
 
 
@@ -52,8 +61,11 @@ def main() -> None:
     ap.add_argument("models", nargs="+", metavar="NAME=MODEL:MODE[@READ_HEADS]")
     ap.add_argument("--data", default="milton")
     ap.add_argument("--max-tokens", type=int, default=4096)
-    ap.add_argument("--from", dest="start", type=int, default=128, help="first target position counted")
-    ap.add_argument("--unit-tokens", type=int, default=128, help="tokens per piece for the standard error")
+    ap.add_argument("--from", dest="start", type=int, help="first target position counted (128; 0 with --documents)")
+    ap.add_argument("--unit-tokens", type=int, help="tokens per piece for the standard error (128; with "
+                    "--documents N, N - 1: one document)")
+    ap.add_argument("--documents", type=int, metavar="N",
+                    help="cut each text into independent documents of N tokens, each read from a fresh state")
     ap.add_argument("--buckets", help="position bucket edges, e.g. 0,128,512,2048: also report each bucket")
     ap.add_argument("--pair", action="append", default=[], metavar="A:B",
                     help="also report model A minus model B (both named above), paired on the same pieces")
@@ -61,6 +73,15 @@ def main() -> None:
     add_device_argument(ap)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.documents is not None and a.documents < 2:
+        raise SystemExit(f"--documents {a.documents}: a document needs at least 2 tokens (one prediction)")
+    if a.start is None:
+        a.start = 0 if a.documents else 128
+    if a.unit_tokens is None:
+        a.unit_tokens = a.documents - 1 if a.documents else 128
+    if a.documents and a.start >= a.documents:
+        raise SystemExit(f"--from {a.start}: documents of {a.documents} tokens (--documents) have no target "
+                         f"position >= {a.start}; give --from 0")
     torch.set_num_threads(a.threads)
     buckets = make_buckets([int(e) for e in a.buckets.split(",")]) if a.buckets else ()
     device = resolve_device(a.device)
@@ -75,7 +96,7 @@ def main() -> None:
     results = {}
     for item in a.models:
         name, _, spec = item.partition("=")
-        results[name] = per_token(spec, a.data, a.max_tokens, device)
+        results[name] = per_token(spec, a.data, a.max_tokens, device, a.documents)
         print(f"{name}: done", flush=True)
 
     def piece_sums(name: str, k: int, lo: int, hi: int | None, whole: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +132,8 @@ def main() -> None:
         return row
 
     base = names[0]
-    report = {"data": a.data, "max_tokens": a.max_tokens, "from": a.start, "unit_tokens": a.unit_tokens,
+    report = {"data": a.data, "max_tokens": a.max_tokens, "documents": a.documents, "from": a.start,
+              "unit_tokens": a.unit_tokens,
               "models": dict(zip(names, a.models)), "baseline": base, "device": str(device), "results": {}}
     if buckets:
         report["buckets"] = {}

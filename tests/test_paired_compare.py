@@ -91,3 +91,31 @@ def test_paired_compare_pair_equals_a_run_with_that_baseline(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", common + ["--pair", "b:z", f"a={m}:bswa", f"b={m}:fam"])
     with pytest.raises(SystemExit, match="--pair b:z: give A:B, two different model names of a, b"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_paired_compare_documents_are_fresh_windows(tmp_path, monkeypatch):
+    """--documents N: every text is cut into independent N-token documents, each one piece; the means
+    equal evaluate_texts over those documents as texts; inside the window (N <= (m+1)L) BSWA equals full
+    attention exactly, while the FAM differs. A --from past the document is a one-line error."""
+    model, m, text = _model_and_text(tmp_path)  # L = 8, m = 1: a 16-token window
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--documents", "16", "--out", str(out),
+                                      f"a={m}:bswa", f"b={m}:fam", f"c={m}:full"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    rep = json.loads(out.read_text())
+    ids = load_texts(str(text), passkey_tokenizer())[0][1]
+    docs = [(str(i), ids[i: i + 16]) for i in range(0, len(ids) - 15, 16)]
+    assert len(docs) >= 5 and rep["from"] == 0 and rep["unit_tokens"] == 15
+    for name, mode in (("a", "bswa"), ("b", "fam")):
+        model.config.attention_mode = mode
+        ref = evaluate_texts(model, docs, 32, progress=False, buckets=make_buckets([0]))["0+"]
+        assert rep["results"][name]["loss"] == pytest.approx(ref["loss"], abs=1e-4)
+        assert rep["results"][name]["tokens"] == ref["tokens"] == 15 * len(docs)
+        assert rep["results"][name]["pieces"] == len(docs)
+    assert rep["results"]["c"]["loss_minus_a"] == pytest.approx(0, abs=1e-5)
+    assert rep["results"]["c"]["accuracy_minus_a"] == 0
+    assert rep["results"]["b"]["loss_minus_a"] != 0  # the FAM is read inside the window too
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--documents", "16", "--from", "16",
+                                      f"a={m}:bswa", f"b={m}:fam"])
+    with pytest.raises(SystemExit, match="--from 16: documents of 16 tokens .* give --from 0"):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
