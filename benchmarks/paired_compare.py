@@ -7,8 +7,9 @@ cut into --unit-token pieces; tokens inside one piece are not independent, piece
         fama-o5=benchmarks/adapters/smollm2-r16/fama:fam@17.3,18.6,4.4 \
         fama-bswa=benchmarks/adapters/smollm2-r16/fama:bswa
 
-Each NAME=MODEL:MODE[@READ_HEADS] is evaluated once (streamed, as `fam eval ppl`); the first is
-the baseline. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
+Each NAME=MODEL:MODE[@READ_HEADS][+OPTION] is evaluated once (streamed, as `fam eval ppl`); the first
+is the baseline. +OPTION switches on a FAM option read at run time (+fam_skip_initial_read: O7,
++fam_read_shift: O6) on that model only. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
 and the mean difference to the baseline with its standard error. With --buckets 0,128,512,2048 also
 per position bucket (the means equal `fam eval ppl --buckets`'s; a bucket's last piece may be short).
 --pair A:B (repeatable) also reports A minus B on the same pieces, e.g. a FAM model against its own
@@ -33,17 +34,25 @@ from transformer_fam.evaluation.ablation import EVAL_MODES, load_in_mode
 from transformer_fam.evaluation.perplexity import load_texts, make_buckets, token_metrics
 
 
+RUN_TIME_OPTIONS = ("fam_read_shift", "fam_skip_initial_read")  # boolean FamConfig options read at run time
+
+
 def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", documents: int | None = None):
     """[(loss, correct)] per predicted token, one pair of tensors per text (per document of
     ``documents`` tokens when given), for MODEL:MODE[@HEADS]."""
     model_path, _, rest = spec.rpartition(":")
+    rest, *options = rest.split("+")
     mode, _, heads = rest.partition("@")
     if not model_path or mode not in EVAL_MODES:
-        raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS], MODE one of {', '.join(EVAL_MODES)}")
+        raise SystemExit(f"{spec}: give MODEL:MODE[@READ_HEADS][+OPTION], MODE one of {', '.join(EVAL_MODES)}")
     model, tokenizer = load_in_mode(model_path, mode, "float32", device)
     if heads:
         model.config.fam_read_heads = parse_read_heads(heads)
-        model.config._validate()
+    for option in options:  # a run-time FAM option switched on, e.g. +fam_skip_initial_read (O7)
+        if option not in RUN_TIME_OPTIONS or not mode.startswith("fam"):
+            raise SystemExit(f"{spec}: +{option}: give one of {', '.join(RUN_TIME_OPTIONS)}, in a fam mode")
+        setattr(model.config, option, True)
+    model.config._validate()
     chunk = 4 * model.config.block_size
     out = []
     for _, ids in load_texts(data, tokenizer):
@@ -58,7 +67,7 @@ def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", docume
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", metavar="NAME=MODEL:MODE[@READ_HEADS]")
+    ap.add_argument("models", nargs="+", metavar="NAME=MODEL:MODE[@READ_HEADS][+OPTION]")
     ap.add_argument("--data", default="milton")
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--from", dest="start", type=int, help="first target position counted (128; 0 with --documents)")
@@ -88,7 +97,7 @@ def main() -> None:
     names = [item.partition("=")[0] for item in a.models]
     for item in a.models:
         if "=" not in item:
-            raise SystemExit(f"{item}: give NAME=MODEL:MODE[@READ_HEADS]")
+            raise SystemExit(f"{item}: give NAME=MODEL:MODE[@READ_HEADS][+OPTION]")
     pairs = [tuple(p.split(":")) for p in a.pair]
     for p, pair in zip(a.pair, pairs):
         if len(pair) != 2 or not set(pair) <= set(names) or pair[0] == pair[1]:

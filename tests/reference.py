@@ -149,6 +149,8 @@ def reference_fam(model, ids):
             allowed = torch.zeros(n, n_mem + Fl + n, dtype=torch.bool)
             allowed[:, : n_mem + Fl] = True
             allowed[:, n_mem + Fl:] = torch.ones(n, n, dtype=torch.bool).tril()
+            if getattr(c, "fam_skip_initial_read", False) and start == 0:  # option O7: the initial FAM is not read
+                allowed[:, n_mem: n_mem + Fl] = False
             if getattr(c, "fam_read_heads", None) is not None:  # option O5 (not the paper): listed heads read
                 readers = {h for lay, h in c.fam_read_heads if lay == i}
                 allowed = allowed[None].repeat(layer.H, 1, 1)

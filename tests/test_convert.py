@@ -241,12 +241,15 @@ def test_cli_fam_read_heads_are_saved_and_checked(tmp_path, capsys):
     hf_tiny("qwen3").save_pretrained(tmp_path / "hf")
     word_tokenizer().save_pretrained(tmp_path / "hf")
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "fam"), "--block-size", "8", "--mem-segments", "1",
-                 "--fam-length", "2", "--fam-read-heads", "1.0,0.3", "--fam-read-shift"]) == 0
+                 "--fam-length", "2", "--fam-read-heads", "1.0,0.3", "--fam-read-shift", "--fam-skip-initial-read"]) == 0
     saved = json.loads((tmp_path / "fam" / "config.json").read_text())
     assert saved["fam_read_heads"] == [[1, 0], [0, 3]] and saved["fam_read_shift"] is True
+    assert saved["fam_skip_initial_read"] is True
     for argv, why in ((["--fam-read-heads", "1:0"], "'1:0' is not LAYER.HEAD"),
                       (["--fam-read-heads", "1.0", "--mode", "bswa"], "acts on the FAM, but --mode is bswa"),
-                      (["--fam-read-shift", "--mode", "bswa"], "--fam-read-shift: acts on the FAM, but --mode is bswa")):
+                      (["--fam-read-shift", "--mode", "bswa"], "--fam-read-shift: acts on the FAM, but --mode is bswa"),
+                      (["--fam-skip-initial-read", "--mode", "bswa"],
+                       "--fam-skip-initial-read: acts on the FAM, but --mode is bswa")):
         capsys.readouterr()
         assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -120,6 +120,32 @@ def test_cli_fam_read_shift_switches_option_o6_on_and_off(tmp_path, capsys):
     assert "--fam-read-shift" in last and "bswa" in last, last
 
 
+def test_cli_fam_skip_initial_read_switches_option_o7_on_and_off(tmp_path, capsys):
+    """Option O7 on the command line: --fam-skip-initial-read on gives the numbers of the model whose config
+    has it (fam-reset mode then equals bswa mode: no block reads a FAM), off the paper's; recorded in
+    ppl.json; bswa mode refuses it in one clear line."""
+    from transformer_fam.evaluation.perplexity import load_texts
+
+    text = _model_and_text(tmp_path)
+    got = {}
+    for value in ("on", "off"):
+        assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "bswa,fam,fam-reset",
+                     "--fam-skip-initial-read", value, "--out", str(tmp_path / value)]) == 0
+        rec = json.loads((tmp_path / value / "ppl.json").read_text())
+        assert rec["fam_skip_initial_read"] is (value == "on")
+        got[value] = {mode: rec["modes"][mode]["0-4k"]["loss"] for mode in ("bswa", "fam", "fam-reset")}
+    model = tiny("fam")
+    model.config.fam_skip_initial_read = True
+    ids = load_texts(str(text), passkey_tokenizer())
+    assert got["on"]["fam"] == pytest.approx(evaluate_texts(model, ids, 32, progress=False)["0-4k"]["loss"], abs=1e-5)
+    assert got["on"]["fam-reset"] == pytest.approx(got["on"]["bswa"], abs=1e-5)
+    assert abs(got["off"]["fam-reset"] - got["off"]["bswa"]) > 1e-4 and abs(got["on"]["fam"] - got["off"]["fam"]) > 1e-4
+    assert main(["eval", "passkey", "--model", str(tmp_path / "m"), "--attention-mode", "bswa",
+                 "--fam-skip-initial-read", "on", "--lengths", "8", "--samples", "1", "--out", str(tmp_path / "p")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--fam-skip-initial-read" in last and "bswa" in last, last
+
+
 def test_cli_device_runs_where_asked_and_refuses_a_missing_gpu(tmp_path, capsys, monkeypatch):
     """--device auto runs on the GPU when there is one, else on the CPU with the CPU's numbers (and says
     which in ppl.json / passkey.json); --device cuda without a GPU is one clear line, rc 2."""

@@ -194,6 +194,81 @@ def test_fam_read_shift_is_checked():
         tiny("fam", L=8, m=1, F=3, fam_read_shift=1)
 
 
+@pytest.mark.parametrize("T", [32, 29])
+@pytest.mark.parametrize("extra", [{}, {"fam_read_heads": [[1, 0], [2, 3]]}, {"fam_read_shift": True},
+                                   {"fam_write_gate": True}])
+def test_skip_initial_read_equals_algorithm2_without_the_initial_read(T, extra):
+    """Option O7: with fam_skip_initial_read, block 0's queries do not read the initial FAM, on the
+    training, inference and streamed paths (with O5, O6 and O4 too); block 0 then equals BSWA mode on
+    the same weights, later blocks still read the FAM (they differ from BSWA), and switching the option
+    off at run time gives the paper's form back, which differs from block 0 on."""
+    model = tiny("fam", L=8, m=1, F=3, layers=3, fam_skip_initial_read=True, **extra)
+    ids = ids_for(model, 2, T)
+    logits = _paths_equal_reference(model, ids)
+    model.config.attention_mode = "bswa"
+    bswa = model(ids).logits
+    model.config.attention_mode = "fam"
+    torch.testing.assert_close(logits[:, :8], bswa[:, :8], atol=TOL, rtol=0)
+    assert (logits[:, 8:] - bswa[:, 8:]).abs().max() > 1e-3
+    model.config.fam_skip_initial_read = False
+    paper = model(ids).logits
+    assert (paper[:, :8] - logits[:, :8]).abs().max() > 1e-3 and (paper[:, 8:] - logits[:, 8:]).abs().max() > 1e-3
+
+
+def test_skip_initial_read_streams_one_token_at_a_time_and_with_the_read_gate():
+    """Option O7 on the decode path (tokens one at a time inside block 0) and in ragged pieces gives one
+    call's logits; with the read gate (O2) opened, block 0 is still BSWA's and later blocks are not."""
+    model = tiny("fam", L=4, m=1, F=2, layers=3, fam_skip_initial_read=True)
+    ids = ids_for(model, 2, 19)
+    whole = model(ids).logits
+    with torch.no_grad():
+        for cuts in (list(range(1, 19)), [1, 2, 3, 6, 7, 13]):
+            torch.testing.assert_close(_stream(model, ids, cuts)[0], whole, atol=TOL, rtol=0)
+    gated = tiny("fam", L=4, m=1, F=2, layers=3, fam_skip_initial_read=True, fam_read_gate=True)
+    with torch.no_grad():
+        for layer in gated.model.layers:
+            layer.self_attn.fam_gate.fill_(1.0)
+        gated.config.attention_mode = "bswa"
+        bswa = gated(ids).logits
+        gated.config.attention_mode = "fam"
+        one = gated(ids).logits
+        torch.testing.assert_close(_stream(gated, ids, list(range(1, 19)))[0], one, atol=TOL, rtol=0)
+    torch.testing.assert_close(one[:, :4], bswa[:, :4], atol=TOL, rtol=0)
+    assert (one[:, 4:] - bswa[:, 4:]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_skip_initial_read_still_reads_a_carried_fam_and_a_reset_reads_none():
+    """Option O7 skips the initial FAM only: a stream started from a carried FAM state (rule F5) reads it,
+    exactly as the stream that produced it runs on; with the FAM reset at every block (the ablation)
+    no block reads a FAM, so the model equals BSWA mode on the same weights."""
+    from transformer_fam.evaluation.ablation import FamResetEachBlock
+
+    model = tiny("fam", L=4, m=0, F=2, layers=3, fam_skip_initial_read=True)  # m = 0: the FAM is all that is carried
+    ids = ids_for(model, 1, 14)
+    out = model(ids[:, :8], use_cache=True)
+    whole = model(ids).logits
+    carried = FamCache.from_fam_state(model.config, out.past_key_values.fam_state(), position_offset=8)
+    cont = model(ids[:, 8:], past_key_values=carried, use_cache=True).logits
+    torch.testing.assert_close(cont, whole[:, 8:], atol=TOL, rtol=0)
+    reset = FamResetEachBlock(model)(ids).logits
+    model.config.attention_mode = "bswa"
+    torch.testing.assert_close(reset, model(ids).logits, atol=TOL, rtol=0)
+    model.config.attention_mode = "fam"
+    assert (reset - whole).abs().max() > 1e-3
+
+
+def test_skip_initial_read_trains_the_prompt_and_is_checked():
+    """Option O7 on the autograd path: the FAM prompt still gets a gradient (block 1 reads F_0, made
+    from it); a non-bool value is refused in one line."""
+    model = tiny("fam", L=4, m=1, F=2, layers=2, fam_skip_initial_read=True).train()
+    ids = ids_for(model, 2, 12)
+    model(ids, labels=ids).loss.backward()
+    assert model.model.fam_prompt.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fam_skip_initial_read"):
+        tiny("fam", L=8, m=1, F=3, fam_skip_initial_read="yes")
+
+
 @torch.no_grad()
 def test_centred_fam_ignores_what_all_slots_share():
     """Option O3: adding one vector to every FAM slot of a carried state leaves the next block's

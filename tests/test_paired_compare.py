@@ -119,3 +119,21 @@ def test_paired_compare_documents_are_fresh_windows(tmp_path, monkeypatch):
                                       f"a={m}:bswa", f"b={m}:fam"])
     with pytest.raises(SystemExit, match="--from 16: documents of 16 tokens .* give --from 0"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_paired_compare_run_time_option(tmp_path, monkeypatch):
+    """MODEL:fam+fam_skip_initial_read switches option O7 on for that model only: inside the window (one-block
+    documents) it then equals BSWA mode exactly while the plain fam model does not; an unknown option or one
+    on a non-FAM mode is a one-line error."""
+    model, m, text = _model_and_text(tmp_path)
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--documents", "8", "--out", str(out),
+                                      f"a={m}:bswa", f"b={m}:fam+fam_skip_initial_read", f"c={m}:fam"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    rep = json.loads(out.read_text())["results"]
+    assert rep["b"]["loss_minus_a"] == pytest.approx(0, abs=1e-5) and rep["b"]["accuracy_minus_a"] == 0
+    assert rep["c"]["loss_minus_a"] != 0
+    for bad in (f"b={m}:fam+fam_center", f"b={m}:bswa+fam_skip_initial_read"):
+        monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), f"a={m}:bswa", bad])
+        with pytest.raises(SystemExit, match=r"\+fam_\w+: give one of fam_read_shift, fam_skip_initial_read, in a fam"):
+            runpy.run_path(str(SCRIPT), run_name="__main__")

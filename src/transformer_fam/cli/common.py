@@ -83,10 +83,15 @@ READ_SHIFT_HELP = ("option O6 (not the paper): on = block queries of layer l rea
                    "own layer's (the paper); default: as the model was saved")
 
 
-def set_read_shift(model, option: str, value: str | None) -> None:
-    """Apply ``--fam-read-shift on|off`` (option O6) to a loaded model in fam mode; None leaves it."""
+SKIP_INITIAL_HELP = ("option O7 (not the paper): on = no block reads the initial FAM (a stream's first block is "
+                     "BSWA's), off = block 0 reads it (the paper); default: as the model was saved")
+
+
+def set_read_shift(model, option: str, value: str | None, key: str = "fam_read_shift") -> None:
+    """Apply ``--fam-read-shift on|off`` (option O6; with ``key`` another boolean option read at run
+    time, e.g. ``fam_skip_initial_read``, O7) to a loaded model in fam mode; None leaves it."""
     if value is None:
         return
     if model.config.attention_mode != "fam":
         raise UserError(f"{option}: acts on the FAM, but the model runs in {model.config.attention_mode} mode")
-    model.config.fam_read_shift = value == "on"
+    setattr(model.config, key, value == "on")

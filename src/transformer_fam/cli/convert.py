@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fam-read-shift", action="store_true",
                         help="option (not the paper): block queries of layer l read the FAM of layer l-1 (the "
                              "layer's input space) instead of their own layer's")
+    parser.add_argument("--fam-skip-initial-read", action="store_true",
+                        help="option (not the paper): no block reads the initial FAM, so a stream's first block "
+                             "is the BSWA model's; later blocks read the FAM as in the paper")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="parameter dtype (default: the source's; float32 for GGUF)")
 
@@ -47,13 +50,15 @@ def run(args) -> int:
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     if heads is not None and args.attention_mode != "fam":
         raise UserError(f"--fam-read-heads: acts on the FAM, but --mode is {args.attention_mode}")
-    if args.fam_read_shift and args.attention_mode != "fam":
-        raise UserError(f"--fam-read-shift: acts on the FAM, but --mode is {args.attention_mode}")
+    for flag in ("fam_read_shift", "fam_skip_initial_read"):
+        if getattr(args, flag) and args.attention_mode != "fam":
+            raise UserError(f"--{flag.replace('_', '-')}: acts on the FAM, but --mode is {args.attention_mode}")
     convert(args.source, out, attention_mode=args.attention_mode, block_size=args.block_size,
             mem_segments=args.mem_segments, fam_length=args.fam_length, dtype=dtype,
             **({"fam_read_gate": True} if args.fam_read_gate else {}),
             **({"fam_write_gate": True} if args.fam_write_gate else {}),
             **({"fam_read_shift": True} if args.fam_read_shift else {}),
+            **({"fam_skip_initial_read": True} if args.fam_skip_initial_read else {}),
             **({"fam_read_heads": heads} if heads not in (None, "all") else {}))
     print(f"wrote {out} (mode={args.attention_mode}, block_size={args.block_size}, "
           f"mem_segments={args.mem_segments}, fam_length={args.fam_length})")

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .common import (READ_SHIFT_HELP, add_device_argument, add_dtype_argument, float_list, int_list,
-                     read_heads_argument, resolve_device, restrict_fam_reads, set_read_shift)
+from .common import (READ_SHIFT_HELP, SKIP_INITIAL_HELP, add_device_argument, add_dtype_argument, float_list,
+                     int_list, read_heads_argument, resolve_device, restrict_fam_reads, set_read_shift)
 
 READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
                    "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "memory used?)")
     pk.add_argument("--fam-read-heads", default=None, metavar="HEADS", help=READ_HEADS_HELP)
     pk.add_argument("--fam-read-shift", default=None, choices=("on", "off"), help=READ_SHIFT_HELP)
+    pk.add_argument("--fam-skip-initial-read", default=None, choices=("on", "off"), help=SKIP_INITIAL_HELP)
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
@@ -60,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help=READ_HEADS_HELP + "; applies to the fam and fam-reset modes")
     ppl.add_argument("--fam-read-shift", default=None, choices=("on", "off"),
                      help=READ_SHIFT_HELP + "; applies to the fam and fam-reset modes")
+    ppl.add_argument("--fam-skip-initial-read", default=None, choices=("on", "off"),
+                     help=SKIP_INITIAL_HELP + "; applies to the fam and fam-reset modes")
     ppl.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     ppl.add_argument("--threads", type=int, default=None)
     add_dtype_argument(ppl)
@@ -100,6 +103,7 @@ def run_passkey(args) -> int:
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype, device)
     restrict_fam_reads(model, "--fam-read-heads", heads)
     set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
+    set_read_shift(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
     if args.fam_reset:
         from ..evaluation.ablation import FamResetEachBlock
 
@@ -121,6 +125,7 @@ def run_passkey(args) -> int:
         plot_heatmap(results, out / "passkey.png", f"PassKey: {name}")
     record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
               "fam_read_heads": model.config.fam_read_heads, "fam_read_shift": model.config.fam_read_shift,
+              "fam_skip_initial_read": model.config.fam_skip_initial_read,
               "samples": args.samples, "device": device,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
@@ -145,13 +150,15 @@ def run_ppl(args) -> int:
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     device = resolve_device(args.device)
     out = _out_dir(args)
-    results, t0, texts, read_heads_used, shift_used = {}, time.time(), None, None, None
+    results, t0, texts, read_heads_used, shift_used, skip_used = {}, time.time(), None, None, None, None
     for mode in modes:
         model, tokenizer = load_in_mode(args.model, mode, args.dtype, device)
         if mode != "bswa" and mode != "full":  # the options act on the config the run reads (also under reset)
             restrict_fam_reads(model, "--fam-read-heads", heads)
             set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
+            set_read_shift(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
             read_heads_used, shift_used = model.config.fam_read_heads, model.config.fam_read_shift
+            skip_used = model.config.fam_skip_initial_read
         if texts is None:
             texts = load_texts(args.data, tokenizer)
             if args.max_tokens:
@@ -162,7 +169,7 @@ def run_ppl(args) -> int:
     print(format_ppl_table(results))
     plot_ppl(results, out / "ppl.png", f"{Path(args.model).name} on {Path(args.data).name}")
     record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used,
-              "fam_read_shift": shift_used,
+              "fam_read_shift": shift_used, "fam_skip_initial_read": skip_used,
               "texts": len(texts), "buckets": [b[2] for b in buckets],
               "tokens": sum(len(ids) for _, ids in texts), "device": device, "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))

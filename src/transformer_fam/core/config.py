@@ -78,6 +78,16 @@ class FamConfig(PretrainedConfig):
             ``F_{b-1}^{l-1}`` is one of those (as is the initial FAM, rule F4, which block 0 still
             reads). The FAM updates are unchanged (each layer's FAM queries still attend to their
             own previous FAM and the block); layer 0 reads its own FAM. Read at run time.
+        fam_skip_initial_read: ``False`` (the paper, rules F3-F4: block 0 reads the initial FAM,
+            default) or ``True``, an option that departs from the paper (O7): block queries never
+            read the initial FAM (the learned prompt carried through the layers). A stream's first
+            block, and every block after a FAM reset, attends to its memory and current block
+            only, exactly as in BSWA; a carried FAM state (Random State Passing, a saved or passed
+            cache) is still read. The FAM updates are unchanged: the FAM queries still start from
+            the initial FAM, so block 1 reads ``F_0`` as in the paper. A learned constant read by
+            the first block cost a converted SmolLM2 ~1.5 points of accuracy inside the window
+            (docs/smollm2_memory.md); with this option the first block is the BSWA model's. Read
+            at run time, so it may be set on a built model.
     """
 
     model_type = "fam"
@@ -116,6 +126,7 @@ class FamConfig(PretrainedConfig):
     fam_write_gate: bool = False
     fam_read_heads: list | None = None
     fam_read_shift: bool = False
+    fam_skip_initial_read: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -166,6 +177,8 @@ class FamConfig(PretrainedConfig):
             bad("fam_write_gate", "must be true or false")
         if not isinstance(self.fam_read_shift, bool):
             bad("fam_read_shift", "must be true or false")
+        if not isinstance(self.fam_skip_initial_read, bool):
+            bad("fam_skip_initial_read", "must be true or false")
         self._validate_read_heads()
         if self.fam_center and self.attention_mode == "fam" and self.fam_length < 2:
             bad("fam_center", "needs fam_length >= 2 (one centred vector is zero)")

@@ -17,6 +17,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import causal_attention, decode_attention, window_attention
+from .plan import BlockPlan
 from .state import LayerState, WindowState
 from .config import FamConfig
 from .plan import BlockPlan
@@ -264,6 +265,12 @@ class FamDecoderLayer(nn.Module):
             fam_v = torch.stack(vs[:nb], dim=2)
         o = window_attention(q, k_seq, v_seq, fam_k, fam_v, plan, ctx.backend, self.self_attn.read_gate(),
                              None if fam_k is None else self._readers(q.device))
+        if self._skips_initial_read(ctx):  # option O7: the block reading the initial FAM is read as in BSWA
+            n0 = min(T, L - c)  # the new tokens of touched block 0
+            first = BlockPlan.make(L, plan.mem_segments, 0, c, n0, plan.mem_valid, q.device)
+            o0 = window_attention(q[:, :, :n0], k_seq[:, :, : mL + L], v_seq[:, :, : mL + L], None, None, first,
+                                  ctx.backend)
+            o = o0 if n0 == T else torch.cat((o0, o[:, :, n0:]), dim=2)
         if not ctx.need_state:
             return o, WindowState(state.layout)
         done = plan.n_complete * L
@@ -281,6 +288,11 @@ class FamDecoderLayer(nn.Module):
         reads = [state.read_kv()] + [self.fam_projections(f, ctx.fam_cos[i], ctx.fam_sin[i])[1:]
                                      for i, f in enumerate(below)]
         return [k for k, _ in reads], [v for _, v in reads]
+
+    def _skips_initial_read(self, ctx: StepContext) -> bool:
+        """Option O7 (FamConfig.fam_skip_initial_read): this call's first touched block reads the
+        initial FAM (the stream starts here or was reset) and must not. Read at run time."""
+        return ctx.mode == "fam" and ctx.zero_residual and self.config.fam_skip_initial_read
 
     def _readers(self, device) -> torch.Tensor | None:
         """Option O5 (FamConfig.fam_read_heads): a (H,) bool of this layer's query heads that read
@@ -304,9 +316,13 @@ class FamDecoderLayer(nn.Module):
         state.write_current_(c, k, v)
         keys, values = state.visible_kv(c + T)
         mask = plan.mask[0, 0, :, : keys.shape[2]]  # (T, keys): memory slots not yet filled, causal rows
-        gate = self.self_attn.read_gate() if ctx.mode == "fam" else None
-        readers = self._readers(q.device) if ctx.mode == "fam" else None
-        if gate is not None:  # read-gate option (O2): the FAM columns leave this softmax, read on their own
+        reads = ctx.mode == "fam" and not self._skips_initial_read(ctx)
+        gate = self.self_attn.read_gate() if reads else None
+        readers = self._readers(q.device) if reads else None
+        if ctx.mode == "fam" and not reads:  # option O7: the initial FAM's columns are not read
+            mask = mask.clone()
+            mask[:, state.layout.fam] = False
+        elif gate is not None:  # read-gate option (O2): the FAM columns leave this softmax, read on their own
             mask = mask.clone()
             mask[:, state.layout.fam] = False
             if readers is not None:  # with O5 the other heads' gate is held at 0

@@ -32,7 +32,8 @@ from .convert import check_overrides, convert_checkpoint, reset_fam_gates, init_
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SHAPE_KEYS = ("attention_mode", "block_size", "mem_segments", "fam_length")
-OPTION_KEYS = ("fam_read_gate", "fam_center", "fam_write_gate", "fam_read_heads", "fam_read_shift")  # in fam.json when used
+OPTION_KEYS = ("fam_read_gate", "fam_center", "fam_write_gate", "fam_read_heads", "fam_read_shift",
+               "fam_skip_initial_read")  # in fam.json when used
 
 
 def smollm2_gguf_path() -> Path:

@@ -90,6 +90,7 @@ class Recipe:
     #                            model on the first text rows (training/retrieval.py distant_heads) to the readers
     fam_read_distant_rows: int = 8  # how many text rows (the first batches', in order) rank them
     fam_read_shift: bool = False  # option O6, not the paper: block queries of layer l read layer l-1's FAM
+    fam_skip_initial_read: bool = False  # option O7, not the paper: no block reads the initial FAM (block 0 is BSWA's)
     # attention transfer (training/transfer.py; an option for converted checkpoints, not the paper)
     transfer_weight: float = 0.0  # > 0: add every layer's error against the original model's layer (lora only)
     distill_weight: float = 0.0  # > 0: add KL(original model in full attention || student) on text (lora only)
@@ -162,7 +163,7 @@ class Recipe:
             raise ValueError(f"recipe key fam_max_rms={self.fam_max_rms}: must be >= 0 (0 is the paper's update)")
         for key, off in (("rsp_prob", 0.0), ("fam_max_rms", 0.0), ("fam_read_gate", False),
                          ("fam_center", False), ("fam_write_gate", False), ("fam_read_heads", ""),
-                         ("fam_read_shift", False)):  # FAM only
+                         ("fam_read_shift", False), ("fam_skip_initial_read", False)):  # FAM only
             if getattr(self, key) != off and self.attention_mode != "fam":
                 raise ValueError(f"recipe key {key}={getattr(self, key)}: acts on the FAM only, but "
                                  f"attention_mode={self.attention_mode}; set it to {off} or use attention_mode=fam")

@@ -113,7 +113,8 @@ def model_config(recipe: Recipe, vocab_size: int, tokenizer=None) -> FamConfig:
                mem_segments=recipe.mem_segments, fam_length=recipe.fam_length,
                fam_max_rms=recipe.fam_max_rms or None, fam_read_gate=recipe.fam_read_gate,
                fam_center=recipe.fam_center, fam_write_gate=recipe.fam_write_gate,
-               fam_read_heads=_read_heads(recipe), fam_read_shift=recipe.fam_read_shift)
+               fam_read_heads=_read_heads(recipe), fam_read_shift=recipe.fam_read_shift,
+               fam_skip_initial_read=recipe.fam_skip_initial_read)
     if recipe.preset:
         sizes = dict(PRESETS[recipe.preset])
     else:
@@ -144,6 +145,7 @@ def build_model(recipe: Recipe, tokenizer):
     model.config.fam_max_rms = recipe.fam_max_rms or None
     model.config.fam_read_heads = _read_heads(recipe)
     model.config.fam_read_shift = recipe.fam_read_shift
+    model.config.fam_skip_initial_read = recipe.fam_skip_initial_read
     model.config._validate()
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"recipe key tokenizer: {len(tokenizer)} tokens, but the model has "
