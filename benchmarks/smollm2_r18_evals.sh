@@ -9,6 +9,9 @@
 #   bash benchmarks/smollm2_r18_evals.sh shakespeare [R]  (7 plays of the training corpus, as R17's)
 #   bash benchmarks/smollm2_r18_evals.sh passkey [R]      (4x and 16x the window, live FAM and reset; two jobs)
 #   bash benchmarks/smollm2_r18_evals.sh passkey-long [R] (the shipped model's other lengths: 1x-32x, 63x / 125x with 10 keys; depth 0.5)
+#   bash benchmarks/smollm2_r18_evals.sh inwindow [R]     (inside the window with one piece per window: both books cut into
+#                                                          fresh 128-token documents; there option O7 is fama-bswa exactly)
+#   bash benchmarks/smollm2_r18_evals.sh passkey-o7 [R]   (1x, 4x, 16x with option O7, fam_skip_initial_read, at evaluation)
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
 # benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
@@ -17,19 +20,33 @@
 source "$(dirname "$0")/smollm2_evals_common.sh"
 T=${TAG:-r18}; R=${2:-benchmarks/adapters/smollm2-$T}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 m() { echo "$R/$1$SUB"; }
-# full: the original SmolLM2 with full attention (the other end of target 2's BSWA -> full gap; R19 on)
-models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa" full=smollm2:full; }
+# full: the original SmolLM2 with full attention (the other end of target 2's BSWA -> full gap; R19 on);
+# fama-o7: the live FAM with option O7 (fam_skip_initial_read) switched on at evaluation (R20b on)
+models() { echo twin="$(m twin):bswa" fama="$(m fama):fam" fama-reset="$(m fama):fam-reset" fama-bswa="$(m fama):bswa" \
+  full=smollm2:full fama-o7="$(m fama):fam+fam_skip_initial_read"; }
 case "${1:-}" in
 paired)
   kjv7  # once, before the parallel jobs
   # shellcheck disable=SC2046
-  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_$data.json" $data --pair fama:fama-reset $(models) & done
+  for data in milton kjv; do paired_book "$OUTJ/paired_${T}_$data.json" $data --pair fama:fama-reset --pair fama-o7:fama $(models) & done
   wait
   ;;
 reset)
   kjv7
   for data in milton kjv; do paired_book "$OUTJ/paired_${T}_reset_$data.json" $data fama-reset="$(m fama):fam-reset" fama="$(m fama):fam" & done
   wait
+  ;;
+inwindow)
+  kjv7
+  for data in milton kjv; do
+    src=$data; [ $data = kjv ] && src=$E/kjv7
+    "$PY" benchmarks/paired_compare.py --data "$src" --documents 128 --device "$DEVICE" --out "$OUTJ/inwindow_${T}_$data.json" \
+      twin="$(m twin):bswa" fama="$(m fama):fam" fama-bswa="$(m fama):bswa" > "$E/inwindow_${T}_$data.log" 2>&1 &
+  done
+  wait
+  ;;
+passkey-o7)
+  pk --model "$(m fama)" --fam-skip-initial-read on --out $E/$T-fama-pk-o7 --lengths 60,450,2000 --samples 20 --device "$DEVICE"
   ;;
 shakespeare)
   shk7
@@ -53,10 +70,11 @@ gather)
   [ -f $E/$T-fama-pk-more/passkey.json ] && more+=(--row "fama (${T^^}), 1x-32x" $E/$T-fama-pk-more/passkey.json)
   [ -f $E/$T-fama-pk-long/passkey.json ] && more+=(--row "fama (${T^^}), 63x and 125x (10 keys)" $E/$T-fama-pk-long/passkey.json)
   [ -f $E/$T-fama-pk-d05/passkey.json ] && more+=(--row "fama (${T^^}), key at depth 0.5" $E/$T-fama-pk-d05/passkey.json)
+  [ -f $E/$T-fama-pk-o7/passkey.json ] && more+=(--row "fama (${T^^}), option O7 at evaluation" $E/$T-fama-pk-o7/passkey.json)
   "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_${T}_passkey.json" \
     --meta eval="fam eval passkey: new keys, depth 0, 20 per length, greedy, evaluation seed 0" \
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
     --row "fama (${T^^})" $E/$T-fama-pk/passkey.json --row "fama (${T^^}), FAM reset" $E/$T-fama-pk-reset/passkey.json "${more[@]}"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|shakespeare|passkey|passkey-long|gather [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|inwindow|shakespeare|passkey|passkey-long|passkey-o7|gather [R]" >&2; exit 2 ;;
 esac
