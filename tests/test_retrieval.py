@@ -475,6 +475,9 @@ def test_fam_read_distant_recipe_key_is_checked(tmp_path, changes, message):
     ({"fam_read_heads": "0.1", "attention_mode": "bswa", "read_weight": 0.0, "write_weight": 0.0,
       "probe_weight": 0.0}, "fam_read_heads=0.1: acts on the FAM only"),
     ({"fam_read_shift": True}, r"read_weight=1.0: needs fam_read_shift=False \(got True\)"),
+    ({"fam_skip_initial_read": True}, r"read_weight=1.0: needs fam_skip_initial_read=False \(got True\)"),
+    ({"fam_skip_initial_read": True, "attention_mode": "bswa", "read_weight": 0.0, "write_weight": 0.0,
+      "probe_weight": 0.0}, "fam_skip_initial_read=True: acts on the FAM only"),
 ])
 def test_fam_read_heads_recipe_key_is_checked(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):

@@ -87,9 +87,10 @@ SKIP_INITIAL_HELP = ("option O7 (not the paper): on = no block reads the initial
                      "BSWA's), off = block 0 reads it (the paper); default: as the model was saved")
 
 
-def set_read_shift(model, option: str, value: str | None, key: str = "fam_read_shift") -> None:
-    """Apply ``--fam-read-shift on|off`` (option O6; with ``key`` another boolean option read at run
-    time, e.g. ``fam_skip_initial_read``, O7) to a loaded model in fam mode; None leaves it."""
+def set_fam_switch(model, option: str, value: str | None, key: str) -> None:
+    """Apply an ``on|off`` command-line switch (``option``, e.g. ``--fam-read-shift``) to the boolean
+    FamConfig option ``key`` read at run time (O6 ``fam_read_shift``, O7 ``fam_skip_initial_read``) of a
+    loaded model in fam mode; None leaves it as saved."""
     if value is None:
         return
     if model.config.attention_mode != "fam":

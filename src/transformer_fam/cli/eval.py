@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError
 from .common import (READ_SHIFT_HELP, SKIP_INITIAL_HELP, add_device_argument, add_dtype_argument, float_list,
-                     int_list, read_heads_argument, resolve_device, restrict_fam_reads, set_read_shift)
+                     int_list, read_heads_argument, resolve_device, restrict_fam_reads, set_fam_switch)
 
 READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
                    "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
@@ -102,8 +102,8 @@ def run_passkey(args) -> int:
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype, device)
     restrict_fam_reads(model, "--fam-read-heads", heads)
-    set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
-    set_read_shift(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
+    set_fam_switch(model, "--fam-read-shift", args.fam_read_shift, "fam_read_shift")
+    set_fam_switch(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
     if args.fam_reset:
         from ..evaluation.ablation import FamResetEachBlock
 
@@ -155,8 +155,8 @@ def run_ppl(args) -> int:
         model, tokenizer = load_in_mode(args.model, mode, args.dtype, device)
         if mode != "bswa" and mode != "full":  # the options act on the config the run reads (also under reset)
             restrict_fam_reads(model, "--fam-read-heads", heads)
-            set_read_shift(model, "--fam-read-shift", args.fam_read_shift)
-            set_read_shift(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
+            set_fam_switch(model, "--fam-read-shift", args.fam_read_shift, "fam_read_shift")
+            set_fam_switch(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
             read_heads_used, shift_used = model.config.fam_read_heads, model.config.fam_read_shift
             skip_used = model.config.fam_skip_initial_read
         if texts is None:

@@ -17,7 +17,6 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import causal_attention, decode_attention, window_attention
-from .plan import BlockPlan
 from .state import LayerState, WindowState
 from .config import FamConfig
 from .plan import BlockPlan

@@ -236,9 +236,10 @@ class Recipe:
                 raise ValueError(f"recipe key {key}={value}: must be >= 0")
             if value > 0:
                 # the heads come from the original model (adapters off); the supervision writes and probes
-                # a head's own layer's FAM, which O6's readers do not read
+                # a head's own layer's FAM, which O6's readers do not read, and supervises reads in any
+                # block, block 0's included (O7 has none there)
                 needs = {"data": "passkey-retrieval", "attention_mode": "fam", "finetune": "lora",
-                         "fam_read_gate": False, "fam_read_shift": False}
+                         "fam_read_gate": False, "fam_read_shift": False, "fam_skip_initial_read": False}
                 for need, want in needs.items():
                     if getattr(self, need) != want:
                         raise ValueError(f"recipe key {key}={value}: needs {need}={want} (got {getattr(self, need)!r})")
