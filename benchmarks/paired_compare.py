@@ -9,8 +9,8 @@ cut into --unit-token pieces; tokens inside one piece are not independent, piece
 
 Each NAME=MODEL:MODE[@READ_HEADS][+OPTION] is evaluated once (streamed, as `fam eval ppl`); the first
 is the baseline. +OPTION switches on a FAM option read at run time (+fam_skip_initial_read: O7,
-+fam_read_shift: O6) on that model only. Reported per model: mean accuracy (percent) and loss (nats) at positions >= --from,
-and the mean difference to the baseline with its standard error. With --buckets 0,128,512,2048 also
++fam_read_shift: O6) on that model only. Reported per model: mean accuracy (percent) and loss (nats)
+at positions >= --from, and the mean difference to the baseline with its standard error. With --buckets 0,128,512,2048 also
 per position bucket (the means equal `fam eval ppl --buckets`'s; a bucket's last piece may be short).
 --pair A:B (repeatable) also reports A minus B on the same pieces, e.g. a FAM model against its own
 reset (`--pair fama:fama-reset`), with the numbers a second run with B as the baseline would give.
