@@ -4,8 +4,8 @@
 # seed with a fresh AdamW, from the previous link's committed (bfloat16) adapters; each link's adapters, recipes,
 # metrics and logs are committed in turn under benchmarks/adapters/smollm2-TAG (benchmarks/commit_adapter.py).
 #   chain 1 (sessions 19-20): R18 (seed 7) -> R19 (seed 8), the same steps as  bash benchmarks/smollm2_chain.sh runs/chain1 r18:7 r19:8
-#   chain 2 (session 21):     R18b (seed 9) -> R19b (seed 10)
-#     bash benchmarks/smollm2_chain.sh runs/chain2 r18b:9 r19b:10
+#   chain 2 (sessions 21-22): R18b (seed 9) -> R19b (seed 10) -> R20b (seed 11)
+#     bash benchmarks/smollm2_chain.sh runs/chain2 r18b:9 r19b:10 r20b:11
 # A link whose adapters are already in benchmarks/adapters is not trained again (the chain goes on from them), and
 # a link cut short continues from its newest checkpoint in OUT/TAG (every 5 steps), so a chain stopped by the
 # end of a session goes on with the same command. About 60-80 minutes per link on a

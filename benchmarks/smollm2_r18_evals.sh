@@ -16,7 +16,7 @@
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
 # benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
 # TAG (r18) names the runs and the files written: R19 (R18 continued, twentieth session) is TAG=r19; the
-# second chain (benchmarks/smollm2_chain.sh, twenty-first session) is TAG=r18b and TAG=r19b.
+# second chain (benchmarks/smollm2_chain.sh, twenty-first and twenty-second sessions) is TAG=r18b, r19b, r20b.
 source "$(dirname "$0")/smollm2_evals_common.sh"
 T=${TAG:-r18}; R=${2:-benchmarks/adapters/smollm2-$T}; SUB=${SUB:-}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 m() { echo "$R/$1$SUB"; }
