@@ -1,0 +1,43 @@
+"""benchmarks/shipped_plot.py: the figure of the shipped smollm2-fam plots the committed result files'
+numbers, each source in percent (some files hold fractions), merged by length; a missing file or entry
+is one line naming it."""
+
+import json
+import runpy
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "benchmarks" / "shipped_plot.py"
+
+
+def test_the_plotted_numbers_are_the_result_files(tmp_path):
+    main = runpy.run_path(str(SCRIPT))["main"]
+    out = tmp_path / "shipped.png"
+    assert main(["--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    plotted = json.loads(out.with_suffix(".json").read_text())
+    original = plotted["passkey"]["original SmolLM2, full attention"]["passkey"]
+    retrieval = json.loads((ROOT / "docs" / "smollm2_retrieval.json").read_text())["results"]
+    assert original["60"] == 100 * retrieval["original (full attention)"]["passkey"]["60"]  # a fraction there
+    assert original["8000"] == 0.0 and original["6000"] == 100.0  # docs/smollm2_r7.json, merged in
+    o7 = json.loads((ROOT / "docs" / "smollm2_o7_passkey.json").read_text())["fama (R19), option O7 at evaluation"]
+    shipped = plotted["passkey"]["smollm2-fam as shipped (R19 + O7)"]["passkey"]
+    assert {k: shipped[k] for k in o7["passkey"]} == o7["passkey"] and "32000" in shipped
+    paired = json.loads((ROOT / "docs" / "paired_r19_o7_kjv.json").read_text())["buckets"]
+    diff = plotted["position_minus_twin"]["smollm2-fam as shipped (R19 + O7)"]["minus_twin"]
+    assert diff["2k+"] == [paired["2k+"]["fama-o7"]["accuracy_minus_twin"], paired["2k+"]["fama-o7"]["accuracy_se"]]
+
+
+def test_a_missing_result_is_one_line(tmp_path):
+    main = runpy.run_path(str(SCRIPT))["main"]
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs", docs, ignore=shutil.ignore_patterns("*.png"))
+    (docs / "smollm2_r10.json").unlink()
+    with pytest.raises(SystemExit, match="smollm2_r10.json: no such result file"):
+        main(["--docs", str(docs), "--out", str(tmp_path / "x.png")])
+    (docs / "smollm2_r10.json").write_text("{}")
+    with pytest.raises(SystemExit, match="smollm2_r10.json: no entry \"BSWA \\+ R7 twin"):
+        main(["--docs", str(docs), "--out", str(tmp_path / "x.png")])
