@@ -18,12 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
-# (label, [(file, key path to a {length: accuracy} dict, scale to percent), ...]) per PassKey curve
+# (label, [(file, key path to a {length: accuracy} dict, scale to percent), ...]) per PassKey curve; where two
+# sources share a length the first (the one with more keys) is kept
 PASSKEY = [
-    ("original SmolLM2, full attention", [("smollm2_retrieval.json", ["results", "original (full attention)", "passkey"], 100),
-                                          ("smollm2_r7.json", ["original, full attention, 3 keys"], 100),
-                                          ("smollm2_r7.json", ["original, full attention, 5 keys"], 100),
-                                          ("smollm2_r7.json", ["original, full attention, 32000, 1 key"], 100)]),
+    ("original SmolLM2, full attention (3-5 keys at 6000-8000, 1 at 32000)",
+     [("smollm2_retrieval.json", ["results", "original (full attention)", "passkey"], 100),
+      ("smollm2_r7.json", ["original, full attention, 3 keys"], 100),
+      ("smollm2_r7.json", ["original, full attention, 5 keys"], 100),
+      ("smollm2_r7.json", ["original, full attention, 32000, 1 key"], 100)]),
     ("BSWA, fine-tuned (R10's twin)", [("smollm2_r10.json", ["BSWA + R7 twin (R10's twin)", "passkey"], 1)]),
     ("smollm2-fam as shipped (R19 + O7)", [("smollm2_o7_passkey.json", ["fama (R19), option O7 at evaluation", "passkey"], 1),
                                            ("smollm2_bundled_o7.json", ["smollm2-fam, 32000 (10 keys)", "passkey"], 1)]),
@@ -63,7 +65,7 @@ def passkey_curves(docs: Path) -> dict:
         for name, path, scale in sources:
             for length, acc in dig(load(docs, name), path, name).items():
                 if length.isdigit():
-                    points[int(length)] = round(acc * scale, 2)
+                    points.setdefault(int(length), round(acc * scale, 2))
         curves[label] = {"sources": sorted({s[0] for s in sources}), "passkey": dict(sorted(points.items()))}
     return curves
 
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         ax1.plot(xs, [c["passkey"][x] for x in xs], style, label=label)
     ax1.axvline(128, color="grey", lw=0.8, ls=":")
     ax1.set(xscale="log", xlabel="filler tokens (key at depth 0; window 128)", ylabel="PassKey accuracy (%)",
-            ylim=(-5, 105), title="PassKey, new keys (20 per length; 10 past 8000)")
+            ylim=(-5, 105), title="PassKey, new keys (20 per length; 10 past 8000 unless named)")
     ax1.legend(fontsize=7, loc="center left")
     for (label, c), style in zip(absolute.items(), ["k-o", "C7-s", "C0-o"]):
         bs = list(c["accuracy"])

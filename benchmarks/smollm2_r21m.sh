@@ -3,9 +3,10 @@
 # Chain 2's end (R20b) continued one more link (105 steps, data seed 12) with Milton's six other works
 # in the text mix, Paradise Lost held out: text rows from Shakespeare, the King James Bible's books 8-66 and
 # Milton's Allegro, Areopagitica, Comus, Poemata, Poems and Paradise Regained (listed three times: about a
-# fifth of the text tokens instead of 7%). Twin and fama get the same rows, as in every link.
+# fifth of the text characters instead of 7%). Twin and fama get the same rows, as in every link.
 #   bash benchmarks/smollm2_r21m.sh [OUT]     (OUT: runs/chain2; adapters -> benchmarks/adapters/smollm2-r21m)
-# Evaluations: TAG=r21m bash benchmarks/smollm2_r18_evals.sh paradise|paired|inwindow|passkey
+# Evaluations: TAG=r21m bash benchmarks/smollm2_r18_evals.sh paradise|passkey; the Bible alone as in
+# docs/smollm2_memory.md (the Milton half of paired / inwindow no longer applies: six of its seven texts are trained on)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
