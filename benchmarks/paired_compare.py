@@ -37,9 +37,11 @@ from transformer_fam.evaluation.perplexity import load_texts, make_buckets, toke
 RUN_TIME_OPTIONS = ("fam_read_shift", "fam_skip_initial_read")  # boolean FamConfig options read at run time
 
 
-def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", documents: int | None = None):
+def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", documents: int | None = None,
+              mem_segments: int | None = None):
     """[(loss, correct)] per predicted token, one pair of tensors per text (per document of
-    ``documents`` tokens when given), for MODEL:MODE[@HEADS]."""
+    ``documents`` tokens when given), for MODEL:MODE[@HEADS]; ``mem_segments`` (bswa / fam modes) replaces
+    the saved number of memory blocks (no weights change: the window becomes (m + 1) blocks)."""
     model_path, _, rest = spec.rpartition(":")
     rest, *options = rest.split("+")
     mode, _, heads = rest.partition("@")
@@ -52,6 +54,8 @@ def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", docume
         if option not in RUN_TIME_OPTIONS or not mode.startswith("fam"):
             raise SystemExit(f"{spec}: +{option}: give one of {', '.join(RUN_TIME_OPTIONS)}, in a fam mode")
         setattr(model.config, option, True)
+    if mem_segments is not None and mode != "full":
+        model.config.mem_segments = mem_segments
     model.config._validate()
     chunk = 4 * model.config.block_size
     out = []
@@ -78,10 +82,15 @@ def main() -> None:
     ap.add_argument("--buckets", help="position bucket edges, e.g. 0,128,512,2048: also report each bucket")
     ap.add_argument("--pair", action="append", default=[], metavar="A:B",
                     help="also report model A minus model B (both named above), paired on the same pieces")
+    ap.add_argument("--mem-segments", type=int, metavar="M",
+                    help="run every bswa / fam model with M memory blocks instead of its saved number (same "
+                    "weights; the window becomes (M + 1) blocks)")
     ap.add_argument("--threads", type=int, default=1)
     add_device_argument(ap)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.mem_segments is not None and a.mem_segments < 0:
+        raise SystemExit(f"--mem-segments {a.mem_segments}: give a number of memory blocks >= 0")
     if a.documents is not None and a.documents < 2:
         raise SystemExit(f"--documents {a.documents}: a document needs at least 2 tokens (one prediction)")
     if a.start is None:
@@ -105,7 +114,7 @@ def main() -> None:
     results = {}
     for item in a.models:
         name, _, spec = item.partition("=")
-        results[name] = per_token(spec, a.data, a.max_tokens, device, a.documents)
+        results[name] = per_token(spec, a.data, a.max_tokens, device, a.documents, a.mem_segments)
         print(f"{name}: done", flush=True)
 
     def piece_sums(name: str, k: int, lo: int, hi: int | None, whole: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +151,7 @@ def main() -> None:
 
     base = names[0]
     report = {"data": a.data, "max_tokens": a.max_tokens, "documents": a.documents, "from": a.start,
-              "unit_tokens": a.unit_tokens,
+              "unit_tokens": a.unit_tokens, "mem_segments": a.mem_segments,
               "models": dict(zip(names, a.models)), "baseline": base, "device": str(device), "results": {}}
     if buckets:
         report["buckets"] = {}

@@ -163,3 +163,38 @@ def test_cli_device_runs_where_asked_and_refuses_a_missing_gpu(tmp_path, capsys,
         assert main([*command, "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--device cuda" in err[0] and "no CUDA device" in err[0], err
+
+
+def test_cli_mem_segments_reads_the_same_weights_with_another_window(tmp_path, capsys):
+    """--mem-segments M: the saved weights (m = 1) read with M memory blocks give the numbers of the same
+    model built with m = M (bswa and fam differ from m = 1's); recorded in ppl.json / passkey.json; full
+    mode and a negative M are one clear line each."""
+    from transformer_fam.evaluation.perplexity import load_texts
+
+    text = _model_and_text(tmp_path)
+    got = {}
+    for m in ("0", "1", "3"):
+        assert main(["eval", "ppl", "--model", str(tmp_path / "m"), "--data", str(text), "--modes", "bswa,fam",
+                     "--mem-segments", m, "--out", str(tmp_path / m)]) == 0
+        rec = json.loads((tmp_path / m / "ppl.json").read_text())
+        assert rec["mem_segments"] == int(m)
+        got[m] = {mode: rec["modes"][mode]["0-4k"]["loss"] for mode in ("bswa", "fam")}
+    ids = load_texts(str(text), passkey_tokenizer())
+    for m in ("0", "3"):
+        for mode in ("bswa", "fam"):
+            ref = helpers.tiny(mode, L=8, m=int(m), F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
+            missing, _ = ref.load_state_dict(tiny("fam").state_dict(), strict=False)  # the saved weights, m = M
+            assert not missing
+            assert got[m][mode] == pytest.approx(evaluate_texts(ref, ids, 32, progress=False)["0-4k"]["loss"], abs=1e-5)
+            assert abs(got[m][mode] - got["1"][mode]) > 1e-4
+    assert main(["eval", "passkey", "--model", str(tmp_path / "m"), "--mem-segments", "0", "--lengths", "8",
+                 "--samples", "2", "--jitter", "8", "--out", str(tmp_path / "p")]) == 0
+    rec = json.loads((tmp_path / "p" / "passkey.json").read_text())
+    assert rec["mem_segments"] == 0 and rec["jitter"] == 8
+    for args, words in ((["--attention-mode", "full", "--mem-segments", "1"], ("--mem-segments", "full")),
+                        (["--mem-segments", "-1"], ("--mem-segments -1", ">= 0")),
+                        (["--jitter", "-2"], ("--jitter -2", ">= 0"))):
+        assert main(["eval", "passkey", "--model", str(tmp_path / "m"), *args, "--lengths", "8", "--samples", "1",
+                     "--out", str(tmp_path / "p")]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert all(w in last for w in words), last

@@ -137,3 +137,32 @@ def test_paired_compare_run_time_option(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), f"a={m}:bswa", bad])
         with pytest.raises(SystemExit, match=r"\+fam_\w+: give one of fam_read_shift, fam_skip_initial_read, in a fam"):
             runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_paired_compare_mem_segments(tmp_path, monkeypatch):
+    """--mem-segments M runs every bswa / fam model with M memory blocks (same weights): the means equal
+    evaluate_texts of the model built with m = M, full mode is left as it is, the JSON records M, and a
+    negative M is one line."""
+    model, m, text = _model_and_text(tmp_path)
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--from", "16", "--unit-tokens", "8",
+                                      "--mem-segments", "0", "--out", str(out), f"a={m}:bswa", f"b={m}:fam",
+                                      f"c={m}:full"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    rep = json.loads(out.read_text())
+    assert rep["mem_segments"] == 0
+    ids = load_texts(str(text), passkey_tokenizer())
+    n = (len(ids[0][1]) - 16) // 8 * 8
+    buckets = make_buckets([0, 16, 16 + n])
+    m0 = helpers.tiny("fam", L=8, m=0, F=2, heads=4, kv_heads=4, vocab=64, prompt_std=None)
+    m0.load_state_dict(model.state_dict())
+    for name, mode, ref_model in (("a", "bswa", m0), ("b", "fam", m0), ("c", "full", model)):
+        ref_model.config.attention_mode = mode
+        ref = evaluate_texts(ref_model, ids, 32, progress=False, buckets=buckets)[f"16-{16 + n}"]
+        assert rep["results"][name]["loss"] == pytest.approx(ref["loss"], abs=1e-4), name
+    model.config.attention_mode = "fam"  # m = 1, as saved: another number
+    saved = evaluate_texts(model, ids, 32, progress=False, buckets=buckets)[f"16-{16 + n}"]
+    assert abs(rep["results"]["b"]["loss"] - saved["loss"]) > 1e-4
+    monkeypatch.setattr(sys, "argv", ["paired_compare.py", "--data", str(text), "--mem-segments", "-1", f"a={m}:bswa"])
+    with pytest.raises(SystemExit, match="--mem-segments -1: give a number of memory blocks >= 0"):
+        runpy.run_path(str(SCRIPT), run_name="__main__")

@@ -214,3 +214,30 @@ def test_evaluate_passkey_grid_by_depth_and_length(tok):
     assert res == expected and list(res) == ["0.0", "1.0"]
     assert len({v for cells in expected.values() for v in cells.values()}) > 1  # the cells do differ
     assert json.loads(json.dumps(res)) == res
+
+
+def test_jitter_draws_each_prompts_filler_over_a_block(tok, monkeypatch):
+    """jitter N: prompt i has filler length + offset_i, the offsets drawn uniformly from 0 .. N-1 after the
+    keys (so the keys, and jitter 0's prompts, are those of the plain evaluation); the accuracy is over
+    those prompts; a negative jitter is refused."""
+    import transformer_fam.evaluation.passkey as ev
+
+    torch.manual_seed(0)
+    cfg = FamConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    attention_mode="fam", block_size=8, mem_segments=0, fam_length=2)
+    oracle = Oracle(FamForCausalLM(cfg), tok)
+    seen = []
+    real = ev.make_passkey_example
+    monkeypatch.setattr(ev, "make_passkey_example", lambda n, k, d, t: seen.append((n, k)) or real(n, k, d, t))
+    rng = random.Random("3-40-0.0")
+    keys = [random_key(rng) for _ in range(12)]
+    offsets = [rng.randrange(8) for _ in keys]
+    acc = passkey_accuracy(oracle, tok, 40, 0.0, samples=12, seed=3, batch_size=5, chunk_tokens=8, jitter=8)
+    assert sorted(seen) == sorted((40 + o, k) for k, o in zip(keys, offsets))
+    assert len({n for n, _ in seen}) > 3  # the fillers do differ
+    assert acc == pytest.approx(sum(int(str(k)[0]) % 2 for k in keys) / 12)
+    seen.clear()
+    passkey_accuracy(oracle, tok, 40, 0.0, samples=12, seed=3, batch_size=5, chunk_tokens=8)
+    assert seen == [(40, k) for k in keys]
+    with pytest.raises(ValueError, match="jitter=-1"):
+        passkey_accuracy(oracle, tok, 40, 0.0, samples=2, jitter=-1)

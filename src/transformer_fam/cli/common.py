@@ -87,6 +87,22 @@ SKIP_INITIAL_HELP = ("option O7 (not the paper): on = no block reads the initial
                      "BSWA's), off = block 0 reads it (the paper); default: as the model was saved")
 
 
+MEM_SEGMENTS_HELP = ("memory blocks each block attends to, replacing the saved number (same weights; the window "
+                     "becomes (M + 1) blocks); default: as saved")
+
+
+def set_mem_segments(model, option: str, value: int | None) -> None:
+    """Apply ``--mem-segments M`` to a loaded model in bswa / fam mode: m is read at run time, so the same
+    weights attend to M previous blocks (a converted checkpoint trained with m = 0 read with m = 1, ...)."""
+    if value is None:
+        return
+    if value < 0:
+        raise UserError(f"{option} {value}: give a number of memory blocks >= 0")
+    if model.config.attention_mode == "full":
+        raise UserError(f"{option}: sets the blocks a block attends to, but the model runs in full mode")
+    model.config.mem_segments = value
+
+
 def set_fam_switch(model, option: str, value: str | None, key: str) -> None:
     """Apply an ``on|off`` command-line switch (``option``, e.g. ``--fam-read-shift``) to the boolean
     FamConfig option ``key`` read at run time (O6 ``fam_read_shift``, O7 ``fam_skip_initial_read``) of a

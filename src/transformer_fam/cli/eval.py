@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .common import (READ_SHIFT_HELP, SKIP_INITIAL_HELP, add_device_argument, add_dtype_argument, float_list,
-                     int_list, read_heads_argument, resolve_device, restrict_fam_reads, set_fam_switch)
+from .common import (MEM_SEGMENTS_HELP, READ_SHIFT_HELP, SKIP_INITIAL_HELP, add_device_argument, add_dtype_argument,
+                     float_list, int_list, read_heads_argument, resolve_device, restrict_fam_reads, set_fam_switch,
+                     set_mem_segments)
 
 READ_HEADS_HELP = ("option O5 (not the paper): only these query heads read the FAM, LAYER.HEAD comma separated "
                    "(e.g. 17.3,18.6), the rest attend as in BSWA; all: every head (default: the model's own)")
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pk.add_argument("--lengths", default="0,64,256,1024,4096", help="filler lengths in tokens, comma separated")
     pk.add_argument("--depths", default=None, help="key depths in [0,1], comma separated (heat map)")
     pk.add_argument("--samples", type=int, default=50, help="prompts per (length, depth)")
+    pk.add_argument("--jitter", type=int, default=0, metavar="N",
+                    help="each prompt's filler is the length plus a random 0 .. N-1 tokens; N = the block size "
+                    "scores every alignment of the answer in a block (default 0: exactly the length)")
     pk.add_argument("--seed", type=int, default=0)
     pk.add_argument("--batch-size", type=int, default=25)
     pk.add_argument("--chunk-tokens", type=int, default=None, help="tokens per streamed call (default 16 blocks)")
@@ -40,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pk.add_argument("--fam-read-heads", default=None, metavar="HEADS", help=READ_HEADS_HELP)
     pk.add_argument("--fam-read-shift", default=None, choices=("on", "off"), help=READ_SHIFT_HELP)
     pk.add_argument("--fam-skip-initial-read", default=None, choices=("on", "off"), help=SKIP_INITIAL_HELP)
+    pk.add_argument("--mem-segments", type=int, default=None, metavar="M", help=MEM_SEGMENTS_HELP)
     pk.add_argument("--out", default=None, help="output folder for passkey.json / passkey.png (default: the model folder)")
     pk.add_argument("--threads", type=int, default=None, help="torch threads")
     add_dtype_argument(pk)
@@ -63,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help=READ_SHIFT_HELP + "; applies to the fam and fam-reset modes")
     ppl.add_argument("--fam-skip-initial-read", default=None, choices=("on", "off"),
                      help=SKIP_INITIAL_HELP + "; applies to the fam and fam-reset modes")
+    ppl.add_argument("--mem-segments", type=int, default=None, metavar="M",
+                     help=MEM_SEGMENTS_HELP + "; applies to the bswa, fam and fam-reset modes")
     ppl.add_argument("--out", default=None, help="output folder for ppl.json / ppl.png (default: the model folder)")
     ppl.add_argument("--threads", type=int, default=None)
     add_dtype_argument(ppl)
@@ -98,12 +105,15 @@ def run_passkey(args) -> int:
     depths = float_list("--depths", args.depths, 0.0, 1.0) if args.depths else None
     if args.samples < 1 or args.batch_size < 1:
         raise UserError("--samples / --batch-size: must be >= 1")
+    if args.jitter < 0:
+        raise UserError(f"--jitter {args.jitter}: must be >= 0 (extra filler tokens drawn per prompt)")
     heads = read_heads_argument("--fam-read-heads", args.fam_read_heads)
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.model, args.attention_mode, args.dtype, device)
     restrict_fam_reads(model, "--fam-read-heads", heads)
     set_fam_switch(model, "--fam-read-shift", args.fam_read_shift, "fam_read_shift")
     set_fam_switch(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
+    set_mem_segments(model, "--mem-segments", args.mem_segments)
     if args.fam_reset:
         from ..evaluation.ablation import FamResetEachBlock
 
@@ -116,7 +126,7 @@ def run_passkey(args) -> int:
         (" FAM reset each block" if args.fam_reset else "")
     t0 = time.time()
     results = evaluate_passkey(model, tokenizer, lengths, depths, args.samples, args.seed, args.batch_size,
-                               args.chunk_tokens)
+                               args.chunk_tokens, jitter=args.jitter)
     if depths is None:
         print(format_table({name: results}))
         plot_accuracy({name: results}, out / "passkey.png", f"PassKey: {name}")
@@ -126,6 +136,7 @@ def run_passkey(args) -> int:
     record = {"model": str(args.model), "attention_mode": model.config.attention_mode, "fam_reset": args.fam_reset,
               "fam_read_heads": model.config.fam_read_heads, "fam_read_shift": model.config.fam_read_shift,
               "fam_skip_initial_read": model.config.fam_skip_initial_read,
+              "mem_segments": model.config.mem_segments, "jitter": args.jitter,
               "samples": args.samples, "device": device,
               "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "accuracy" if depths is None else "accuracy_by_depth": results}
@@ -151,6 +162,7 @@ def run_ppl(args) -> int:
     device = resolve_device(args.device)
     out = _out_dir(args)
     results, t0, texts, read_heads_used, shift_used, skip_used = {}, time.time(), None, None, None, None
+    mem_used = None
     for mode in modes:
         model, tokenizer = load_in_mode(args.model, mode, args.dtype, device)
         if mode != "bswa" and mode != "full":  # the options act on the config the run reads (also under reset)
@@ -159,6 +171,9 @@ def run_ppl(args) -> int:
             set_fam_switch(model, "--fam-skip-initial-read", args.fam_skip_initial_read, "fam_skip_initial_read")
             read_heads_used, shift_used = model.config.fam_read_heads, model.config.fam_read_shift
             skip_used = model.config.fam_skip_initial_read
+        if mode != "full":
+            set_mem_segments(model, "--mem-segments", args.mem_segments)
+            mem_used = model.config.mem_segments
         if texts is None:
             texts = load_texts(args.data, tokenizer)
             if args.max_tokens:
@@ -169,7 +184,7 @@ def run_ppl(args) -> int:
     print(format_ppl_table(results))
     plot_ppl(results, out / "ppl.png", f"{Path(args.model).name} on {Path(args.data).name}")
     record = {"model": str(args.model), "data": args.data, "fam_read_heads": read_heads_used,
-              "fam_read_shift": shift_used, "fam_skip_initial_read": skip_used,
+              "fam_read_shift": shift_used, "fam_skip_initial_read": skip_used, "mem_segments": mem_used,
               "texts": len(texts), "buckets": [b[2] for b in buckets],
               "tokens": sum(len(ids) for _, ids in texts), "device": device, "seconds": round(time.time() - t0, 1), "modes": results}
     (out / "ppl.json").write_text(json.dumps(record, indent=2))

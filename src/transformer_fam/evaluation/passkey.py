@@ -45,35 +45,45 @@ def answer_is_right(tokenizer, answer_ids: list[int], key: int) -> bool:
 
 @torch.no_grad()
 def passkey_accuracy(model, tokenizer, filler_tokens: int, depth: float = 0.0, samples: int = 50, seed: int = 0,
-                     batch_size: int = 25, chunk_tokens: int | None = None) -> float:
+                     batch_size: int = 25, chunk_tokens: int | None = None, jitter: int = 0) -> float:
     """Fraction of ``samples`` PassKey prompts whose key the model decodes exactly (greedy).
 
-    Keys are drawn from ``random.Random(seed)``; prompts of one length are batched together.
+    Keys are drawn from ``random.Random(seed)``; prompts of one length are batched together. ``jitter``
+    > 0 gives each prompt ``filler_tokens`` plus its own offset drawn uniformly from 0 .. jitter - 1 (after
+    the keys, from the same generator): with jitter = the block size the answer falls anywhere in a block,
+    so the accuracy is over all block alignments, not one (a block-boundary answer is a FAM model's hard case).
     """
+    if jitter < 0:
+        raise ValueError(f"jitter={jitter}: must be >= 0")
     model.eval()
     rng = random.Random(f"{seed}-{filler_tokens}-{depth}")
     chunk = chunk_tokens or default_chunk_size(model.config)
+    keys = [random_key(rng) for _ in range(samples)]
+    fillers = [filler_tokens + rng.randrange(jitter) if jitter else filler_tokens for _ in keys]
     right = 0
-    for start in range(0, samples, batch_size):
-        keys = [random_key(rng) for _ in range(min(batch_size, samples - start))]
-        rows = [make_passkey_example(filler_tokens, k, depth, tokenizer) for k in keys]
-        a0, a1 = rows[0][1]
-        ids = torch.tensor([r[0][:a0] for r in rows], dtype=torch.long, device=getattr(model, "device", None))
-        pred = greedy_answer(model, ids, a1 - a0, chunk)
-        right += sum(answer_is_right(tokenizer, p.tolist(), k) for p, k in zip(pred, keys))
+    for n in sorted(set(fillers)):  # one batch shape per filler length
+        group = [k for k, f in zip(keys, fillers) if f == n]
+        for start in range(0, len(group), batch_size):
+            batch = group[start: start + batch_size]
+            rows = [make_passkey_example(n, k, depth, tokenizer) for k in batch]
+            a0, a1 = rows[0][1]
+            ids = torch.tensor([r[0][:a0] for r in rows], dtype=torch.long, device=getattr(model, "device", None))
+            pred = greedy_answer(model, ids, a1 - a0, chunk)
+            right += sum(answer_is_right(tokenizer, p.tolist(), k) for p, k in zip(pred, batch))
     return right / samples
 
 
 def evaluate_passkey(model, tokenizer, lengths: list[int], depths: list[float] | None = None, samples: int = 50,
                      seed: int = 0, batch_size: int = 25, chunk_tokens: int | None = None,
-                     progress: bool = True, desc: str = "passkey", position: int = 0) -> dict:
-    """Accuracy per filler length (and per depth): {"<length>": acc} or {"<depth>": {"<length>": acc}}."""
+                     progress: bool = True, desc: str = "passkey", position: int = 0, jitter: int = 0) -> dict:
+    """Accuracy per filler length (and per depth): {"<length>": acc} or {"<depth>": {"<length>": acc}};
+    with ``jitter`` each prompt's filler is the length plus 0 .. jitter - 1 tokens (``passkey_accuracy``)."""
     from tqdm.auto import tqdm
 
     grid = [(d, n) for d in (depths or [0.0]) for n in lengths]
     results: dict = {}
     for d, n in tqdm(grid, desc=desc, disable=not progress, leave=False, position=position):
-        acc = passkey_accuracy(model, tokenizer, n, d, samples, seed, batch_size, chunk_tokens)
+        acc = passkey_accuracy(model, tokenizer, n, d, samples, seed, batch_size, chunk_tokens, jitter)
         if depths is None:
             results[str(n)] = acc
         else:
