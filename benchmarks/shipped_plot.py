@@ -1,8 +1,9 @@
 """The shipped `smollm2-fam` in one figure, drawn from committed result files (no model is run):
 PassKey accuracy by filler length (the original model in full attention, a fine-tuned BSWA twin,
-smollm2-fam as shipped with option O7, with the paper's read of the initial FAM, and with its FAM
-reset every block), and next-token accuracy by position on the held-out Bible books (Genesis ..
-Judges) against its BSWA twin, with standard errors over 128-token pieces.
+smollm2-fam as shipped (R20b with option O7; fillers drawn over a whole block, `--jitter 128`, where
+measured so), R19 as shipped before it, and smollm2-fam with its FAM reset every block), and
+next-token accuracy by position on the held-out Bible books (Genesis .. Judges) against its BSWA
+twin, with standard errors over 128-token pieces.
 
     python benchmarks/shipped_plot.py                   # -> docs/smollm2_shipped.png (+ .json: the plotted numbers)
 
@@ -27,20 +28,22 @@ PASSKEY = [
       ("smollm2_r7.json", ["original, full attention, 5 keys"], 100),
       ("smollm2_r7.json", ["original, full attention, 32000, 1 key"], 100)]),
     ("BSWA, fine-tuned (R10's twin)", [("smollm2_r10.json", ["BSWA + R7 twin (R10's twin)", "passkey"], 1)]),
-    ("smollm2-fam as shipped (R19 + O7)", [("smollm2_o7_passkey.json", ["fama (R19), option O7 at evaluation", "passkey"], 1),
-                                           ("smollm2_bundled_o7.json", ["smollm2-fam, 32000 (10 keys)", "passkey"], 1)]),
-    ("R19, the paper's read of the initial FAM", [("smollm2_o7_passkey.json",
-                                                   ["fama (R19), the paper's read of the initial FAM", "passkey"], 1)]),
-    ("smollm2-fam, FAM reset every block", [("smollm2_bundled_o7.json", ["smollm2-fam, FAM reset", "passkey"], 1)]),
+    ("smollm2-fam as shipped (R20b + O7; filler + 0..127 from 450 on)",
+     [("smollm2_r20b_passkey.json", ["fama (R20B), O7, filler + 0..127", "passkey"], 1),
+      ("smollm2_r20b_passkey.json", ["fama (R20B), option O7 at evaluation", "passkey"], 1)]),
+    ("R19 + O7, shipped before (fixed fillers)", [("smollm2_o7_passkey.json", ["fama (R19), option O7 at evaluation", "passkey"], 1),
+                                                  ("smollm2_bundled_o7.json", ["smollm2-fam, 32000 (10 keys)", "passkey"], 1)]),
+    ("smollm2-fam, FAM reset every block", [("smollm2_r20b_passkey.json", ["fama (R20B), O7, filler + 0..127, FAM reset",
+                                                                           "passkey"], 1)]),
 ]
 # position buckets on the held-out Bible: (label, file, model name); the baseline is each file's twin
 POSITION = [
-    ("smollm2-fam as shipped (R19 + O7)", "paired_r19_o7_kjv.json", "fama-o7"),
-    ("R19, the paper's read", "paired_r19_o7_kjv.json", "fama"),
-    ("smollm2-fam, FAM reset every block (with O7: its weights in BSWA mode)", "paired_r19_kjv.json", "fama-bswa"),
+    ("smollm2-fam as shipped (R20b + O7)", "paired_r20b_kjv.json", "fama-o7"),
+    ("R20b, the paper's read", "paired_r20b_kjv.json", "fama"),
+    ("smollm2-fam, FAM reset every block (with O7: its weights in BSWA mode)", "paired_r20b_kjv.json", "fama-bswa"),
 ]
-ABSOLUTE = [("original, full attention", "paired_r19_kjv.json", "full"), ("BSWA twin (R19's)", "paired_r19_kjv.json", "twin"),
-            ("smollm2-fam as shipped", "paired_r19_o7_kjv.json", "fama-o7")]
+ABSOLUTE = [("original, full attention", "paired_r20b_kjv.json", "full"), ("BSWA twin (R20b's)", "paired_r20b_kjv.json", "twin"),
+            ("smollm2-fam as shipped", "paired_r20b_kjv.json", "fama-o7")]
 
 
 def load(docs: Path, name: str) -> dict:
@@ -100,8 +103,8 @@ def main(argv=None) -> int:
         ax1.plot(xs, [c["passkey"][x] for x in xs], style, label=label)
     ax1.axvline(128, color="grey", lw=0.8, ls=":")
     ax1.set(xscale="log", xlabel="filler tokens (key at depth 0; window 128)", ylabel="PassKey accuracy (%)",
-            ylim=(-5, 105), title="PassKey, new keys (20 per length; 10 past 8000 unless named)")
-    ax1.legend(fontsize=7, loc="center left")
+            ylim=(-5, 105), title="PassKey, new keys (40 at 450 and 2000, 20 at 60 and 4000, 10 past 8000)")
+    ax1.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.1, 0.07))
     for (label, c), style in zip(absolute.items(), ["k-o", "C7-s", "C0-o"]):
         bs = list(c["accuracy"])
         ax2.plot(bs, [c["accuracy"][b] for b in bs], style, label=label)

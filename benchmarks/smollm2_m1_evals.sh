@@ -6,9 +6,11 @@
 # 256: the block and the one before it; no weight changes) for both arms, the twin and the fama:
 #   bash benchmarks/smollm2_m1_evals.sh paired [R]    (held-out Bible, Genesis .. Judges, and Paradise Lost; two jobs)
 #   bash benchmarks/smollm2_m1_evals.sh inwindow [R]  (both books cut into fresh 256-token documents; two jobs)
-#   bash benchmarks/smollm2_m1_evals.sh passkey [R]   (4x, 16x the 256-token window, filler jittered over a block)
-# R: a folder with R/twin and R/fama (default benchmarks/adapters/smollm2-TAG, TAG r20b). Writes
-# docs/paired_TAG_m1_{kjv,paradise}.json, docs/inwindow_TAG_m1_{kjv,paradise}.json, runs/ev/TAG-m1-*.
+#   bash benchmarks/smollm2_m1_evals.sh passkey [R]   (O7 on, fillers + 0..127: 960 and 4000 (4x, 16x the 256-token
+#                                                      window), the FAM reset, the twin; then gather)
+# R: a folder with R/twin and R/fama (default benchmarks/adapters/smollm2-TAG, TAG r20b; r20bm1: R20b trained on
+# with m = 1, benchmarks/smollm2_m1.sh). Writes docs/paired_TAG_m1_{kjv,paradise}.json,
+# docs/inwindow_TAG_m1_{kjv,paradise}.json, docs/smollm2_TAG_m1_passkey.json, runs/ev/TAG-m1-*.
 source "$(dirname "$0")/smollm2_evals_common.sh"
 T=${TAG:-r20b}; R=${2:-benchmarks/adapters/smollm2-$T}; DEVICE=${DEVICE:-cpu}; OUTJ=${OUTJ:-docs}
 O7=+fam_skip_initial_read
@@ -33,6 +35,19 @@ inwindow)
   cmp --data $E/pl1 --max-tokens 28672 --documents 256 --out "$OUTJ/inwindow_${T}_m1_paradise.json" \
     twin="$R/twin:bswa" fama-o7="$R/fama:fam$O7" fama="$R/fama:fam" > $E/inwindow_${T}_m1_paradise.log 2>&1 &
   wait
+  ;;
+passkey)
+  J="--jitter 128 --mem-segments 1 --device $DEVICE"
+  { pk --model "$R/fama" $J --fam-skip-initial-read on --lengths 960,4000 --samples 20 --out $E/$T-m1-pk
+    pk --model "$R/twin" $J --lengths 960 --samples 10 --out $E/$T-m1-twin-pk; } > $E/$T-m1-pk.log 2>&1 &
+  pk --model "$R/fama" $J --fam-skip-initial-read on --fam-reset --lengths 960,4000 --samples 10 \
+    --out $E/$T-m1-pk-reset > $E/$T-m1-pk-reset.log 2>&1 &
+  wait
+  "$PY" benchmarks/gather_evals.py --out "$OUTJ/smollm2_${T}_m1_passkey.json" \
+    --meta eval="fam eval passkey --mem-segments 1 --jitter 128: new keys, depth 0, filler + 0..127, greedy, seed 0" \
+      machine="2-core Intel Xeon with AVX512-BF16 (no AMX), torch 2.13 CPU, float32, one thread" \
+    --row "fama (${T^^}), m = 1, O7" $E/$T-m1-pk/passkey.json --row "fama (${T^^}), m = 1, O7, FAM reset" \
+    $E/$T-m1-pk-reset/passkey.json --row "twin (${T^^}), m = 1" $E/$T-m1-twin-pk/passkey.json
   ;;
 *) echo "usage: bash benchmarks/smollm2_m1_evals.sh paired|inwindow|passkey [R]" >&2; exit 2 ;;
 esac

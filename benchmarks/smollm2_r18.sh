@@ -12,7 +12,8 @@
 #        STEPS=100 bash benchmarks/smollm2_r18.sh OUT            (a fixed step count, no deadline)
 #   FAM, DEVICE (cpu), BF16 (false), BATCH (2), SAVE (5), LR (5e-4), INIT17 (R17's committed adapters),
 #   INIT_TWIN / INIT_FAMA (the adapters each arm starts from: INIT17's twin90-s5 / fama-s5), SEED (7),
-#   TEXT (shakespeare + the books folder) may be set. Evaluations: benchmarks/smollm2_r18_evals.sh.
+#   TEXT (shakespeare + the books folder), EXTRA (more recipe keys for both arms, e.g. mem_segments=1) may be
+#   set. Evaluations: benchmarks/smollm2_r18_evals.sh.
 # R19 (twentieth session) is R18 continued from R18's committed adapters on new data (seed 8):
 #   SEED=8 INIT_TWIN=benchmarks/adapters/smollm2-r18/twin INIT_FAMA=benchmarks/adapters/smollm2-r18/fama \
 #     bash benchmarks/smollm2_r18.sh runs/r19 4800
@@ -39,7 +40,7 @@ mkdir -p "$OUTD"
 FL=$("$PY" -c "print(3 * $LR)"); GL=$("$PY" -c "print(10 * $LR)")
 COMMON="device=$DEVICE bf16=$BF16 base_model=smollm2 retrieval_curriculum=16:0 retrieval_p_boundary=0.3
  retrieval_text=$TEXT grad_accum=2 batch_size=$BATCH seq_len=1024 save_every=$SAVE keep_last_n=100000
- distill_weight=3.0 lr=$LR seed=$SEED progress=false tensorboard=false activation_checkpointing=false"
+ distill_weight=3.0 lr=$LR seed=$SEED progress=false tensorboard=false activation_checkpointing=false ${EXTRA:-}"
 declare -A ARGS=() CAP=()
 ARGS[twin]="smollm2-bswa init_adapter=$INIT_TWIN $COMMON"
 ARGS[fama]="smollm2-fam fam_write_gate=true read_weight=0 write_weight=0 probe_weight=0 fam_lr=$FL gate_lr=$GL

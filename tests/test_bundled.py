@@ -122,12 +122,12 @@ def test_fam_train_on_smollm2_saves_an_adapter_folder_that_loads_by_path(tmp_pat
 
 
 def test_smollm2_fam_is_the_run_its_numbers_were_measured_on():
-    """README and the bundled README report R19's evaluations of benchmarks/adapters/smollm2-r19/fama:
+    """README and the bundled README report R20b's evaluations of benchmarks/adapters/smollm2-r20b/fama:
     the shipped files must be those, byte for byte (shipping another adapter means new numbers), and
-    fam.json R19's with option O7 switched on (measured with `--fam-skip-initial-read on`)."""
-    measured = Path(__file__).parents[1] / "benchmarks" / "adapters" / "smollm2-r19" / "fama"
+    fam.json R20b's with option O7 switched on (measured with `--fam-skip-initial-read on`)."""
+    measured = Path(__file__).parents[1] / "benchmarks" / "adapters" / "smollm2-r20b" / "fama"
     for name in ("adapter_model.safetensors", "fam_prompt.safetensors", "adapter_config.json"):
         assert (FOLDER / name).read_bytes() == (measured / name).read_bytes(), name
     trained = json.loads((measured / "fam.json").read_text())
-    assert "fam_skip_initial_read" not in trained  # R19 trained with the paper's read of the initial FAM
+    assert "fam_skip_initial_read" not in trained  # R20b trained with the paper's read of the initial FAM
     assert json.loads((FOLDER / "fam.json").read_text()) == {**trained, "fam_skip_initial_read": True}

@@ -23,11 +23,16 @@ def test_the_plotted_numbers_are_the_result_files(tmp_path):
     retrieval = json.loads((ROOT / "docs" / "smollm2_retrieval.json").read_text())["results"]
     assert original["60"] == 100 * retrieval["original (full attention)"]["passkey"]["60"]  # a fraction there
     assert original["8000"] == 0.0 and original["6000"] == 100.0  # docs/smollm2_r7.json, merged in
+    r20b = json.loads((ROOT / "docs" / "smollm2_r20b_passkey.json").read_text())
+    jittered, fixed = r20b["fama (R20B), O7, filler + 0..127"]["passkey"], r20b["fama (R20B), option O7 at evaluation"]["passkey"]
+    shipped = plotted["passkey"]["smollm2-fam as shipped (R20b + O7; filler + 0..127 from 450 on)"]["passkey"]
+    assert {k: shipped[k] for k in jittered} == jittered and "32000" in shipped  # the jittered run kept where both are
+    assert shipped["60"] == fixed["60"] and set(shipped) == set(jittered) | set(fixed)
     o7 = json.loads((ROOT / "docs" / "smollm2_o7_passkey.json").read_text())["fama (R19), option O7 at evaluation"]
-    shipped = plotted["passkey"]["smollm2-fam as shipped (R19 + O7)"]["passkey"]
-    assert {k: shipped[k] for k in o7["passkey"]} == o7["passkey"] and "32000" in shipped
-    paired = json.loads((ROOT / "docs" / "paired_r19_o7_kjv.json").read_text())["buckets"]
-    diff = plotted["position_minus_twin"]["smollm2-fam as shipped (R19 + O7)"]["minus_twin"]
+    before = plotted["passkey"]["R19 + O7, shipped before (fixed fillers)"]["passkey"]
+    assert {k: before[k] for k in o7["passkey"]} == o7["passkey"]
+    paired = json.loads((ROOT / "docs" / "paired_r20b_kjv.json").read_text())["buckets"]
+    diff = plotted["position_minus_twin"]["smollm2-fam as shipped (R20b + O7)"]["minus_twin"]
     assert diff["2k+"] == [paired["2k+"]["fama-o7"]["accuracy_minus_twin"], paired["2k+"]["fama-o7"]["accuracy_se"]]
 
 
