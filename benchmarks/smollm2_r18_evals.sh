@@ -86,7 +86,7 @@ passkey-long)
   ;;
 passkey-jitter)
   J="--fam-skip-initial-read on --jitter 128 --device $DEVICE"
-  [ -f $E/$T-jit-o7/passkey.json ] || pk --model "$(m fama)" $J --lengths 450,2000 --samples 40 --out $E/$T-jit-o7 &
+  pk --model "$(m fama)" $J --lengths 450,2000 --samples 40 --out $E/$T-jit-o7 > $E/$T-jit-o7.log 2>&1 &
   pk --model "$(m fama)" $J --lengths 16000,32000 --samples 10 --out $E/$T-jit-o7-long > $E/$T-jit-o7-long.log 2>&1 &
   { pk --model "$(m fama)" $J --lengths 4000 --samples 20 --out $E/$T-jit-o7-4000
     pk --model "$(m fama)" $J --lengths 8050 --samples 10 --out $E/$T-jit-o7-8050
