@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_fam.cli.common import add_device_argument, resolve_device
+from transformer_fam.cli.common import add_device_argument, resolve_device, set_mem_segments
 from transformer_fam.core.config import parse_read_heads
 from transformer_fam.evaluation.ablation import EVAL_MODES, load_in_mode
 from transformer_fam.evaluation.perplexity import load_texts, make_buckets, token_metrics
@@ -54,8 +54,8 @@ def per_token(spec: str, data: str, max_tokens: int, device: str = "cpu", docume
         if option not in RUN_TIME_OPTIONS or not mode.startswith("fam"):
             raise SystemExit(f"{spec}: +{option}: give one of {', '.join(RUN_TIME_OPTIONS)}, in a fam mode")
         setattr(model.config, option, True)
-    if mem_segments is not None and mode != "full":
-        model.config.mem_segments = mem_segments
+    if mode != "full":  # full attention has no blocks
+        set_mem_segments(model, "--mem-segments", mem_segments)
     model.config._validate()
     chunk = 4 * model.config.block_size
     out = []
